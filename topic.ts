@@ -1,0 +1,96 @@
+/**
+ * Topic names and topic filters: validation (MQTT 3.1.1 section 4.7) and
+ * wildcard matching.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+/** The longest UTF-8 string MQTT can carry (two-byte length prefix). */
+export const MAX_STRING_BYTES = 65_535;
+
+function describe(value: unknown): string {
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 60 ? value.slice(0, 60) + "…" : value);
+  }
+  return value === null ? "null" : typeof value;
+}
+
+function checkString(value: unknown, what: string): asserts value is string {
+  if (typeof value !== "string") {
+    throw new TypeError(`${what} must be a string, got ${describe(value)}`);
+  }
+  if (value.length === 0) throw new TypeError(`${what} must not be empty`);
+  if (value.includes("\u0000")) {
+    throw new TypeError(`${what} must not contain U+0000: ${describe(value)}`);
+  }
+  // A JS string of n UTF-16 units encodes to at most 3n bytes: skip the encode when short.
+  if (value.length * 3 > MAX_STRING_BYTES) {
+    const bytes = encoder.encode(value).length;
+    if (bytes > MAX_STRING_BYTES) {
+      throw new RangeError(
+        `${what} is ${bytes} UTF-8 bytes, over MQTT's limit of ${MAX_STRING_BYTES}`,
+      );
+    }
+  }
+}
+
+/**
+ * Throws unless `topic` is a valid topic name to publish to: a non-empty
+ * string of at most 65 535 UTF-8 bytes, without `+`, `#` or U+0000.
+ */
+export function validateTopicName(topic: unknown, what = "topic"): asserts topic is string {
+  checkString(topic, what);
+  if (topic.includes("+") || topic.includes("#")) {
+    throw new TypeError(
+      `${what} must not contain the wildcards "+" or "#" when publishing: ${describe(topic)}`,
+    );
+  }
+}
+
+/**
+ * Throws unless `filter` is a valid subscription filter: `+` and `#` only as
+ * whole levels, `#` only last.
+ */
+export function validateTopicFilter(
+  filter: unknown,
+  what = "topic filter",
+): asserts filter is string {
+  checkString(filter, what);
+  const levels = filter.split("/");
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i];
+    if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) {
+      throw new TypeError(`${what} may use "#" only as the whole last level: ${describe(filter)}`);
+    }
+    if (level.includes("+") && level !== "+") {
+      throw new TypeError(`${what} may use "+" only as a whole level: ${describe(filter)}`);
+    }
+  }
+}
+
+/**
+ * Whether `topic` (a topic name) matches `filter` (which may contain `+` and
+ * `#`). Topics starting with `$` do not match a filter starting with a
+ * wildcard (MQTT-4.7.2-1).
+ *
+ * @example
+ * ```ts
+ * import { matchTopic } from "./mod.ts";
+ * matchTopic("sensors/+/temp", "sensors/7/temp"); // true
+ * matchTopic("sensors/#", "sensors"); // true
+ * ```
+ */
+export function matchTopic(filter: string, topic: string): boolean {
+  if (filter === topic) return true;
+  if (topic.startsWith("$") && (filter.startsWith("+") || filter.startsWith("#"))) return false;
+  const f = filter.split("/");
+  const t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === "#") return true;
+    if (i >= t.length) return false;
+    if (f[i] !== "+" && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
