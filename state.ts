@@ -1,0 +1,325 @@
+/**
+ * The protocol decisions of one MQTT session, without I/O: which packet id is
+ * free, which QoS 1 publishes are in flight and in what order, what to re-send
+ * on a fresh connection, whether the in-flight window has room, when a ping is
+ * due and when the link must be declared dead.
+ *
+ * Every method takes the current time as an argument (milliseconds, any
+ * monotonic origin) and returns what to do; the caller performs the I/O. That
+ * keeps every edge case a plain unit test.
+ *
+ * @module
+ */
+
+/** A QoS 1 PUBLISH that the broker has not acknowledged yet. */
+export interface InflightPublish {
+  /** Packet id, kept across re-sends. */
+  readonly id: number;
+  /** Topic name. */
+  readonly topic: string;
+  /** Payload bytes. */
+  readonly payload: Uint8Array;
+  /** Retain flag. */
+  readonly retain: boolean;
+  /** When it was last written, on the current or an earlier connection. */
+  sentAt: number;
+  /** Whether it was written before on an earlier connection (DUP flag). */
+  dup: boolean;
+  /** Called by the client when the PUBACK arrives or the publish is abandoned. */
+  settle?: (error?: Error) => void;
+}
+
+/** A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK. */
+export interface PendingRequest {
+  /** Packet id, kept across re-sends. */
+  readonly id: number;
+  /** Which request. */
+  readonly kind: "subscribe" | "unsubscribe";
+  /** The topic filters it carries. */
+  readonly filters: readonly string[];
+  /** Requested QoS (subscribe only). */
+  readonly qos: 0 | 1;
+  /** When it was last written. */
+  sentAt: number;
+  /** Called by the client with the broker's return codes, or an error. */
+  settle?: (result: number[] | Error) => void;
+}
+
+/** What to write on a fresh connection before anything new, in this order. */
+export interface ResendPlan {
+  /** Un-ACKed publishes in original order, now flagged DUP. */
+  readonly publishes: InflightPublish[];
+  /** Unanswered subscribe/unsubscribe requests in original order. */
+  readonly requests: PendingRequest[];
+}
+
+/** Timing and window settings of {@linkcode MqttState}. */
+export interface StateOptions {
+  /** Keepalive interval in ms; 0 disables pings. */
+  keepaliveMs: number;
+  /** How long the broker gets to answer CONNECT, PINGREQ, PUBLISH, SUBSCRIBE, UNSUBSCRIBE. */
+  responseTimeMs: number;
+  /** How many QoS 1 publishes may be un-ACKed at once. */
+  maxInflight: number;
+}
+
+/** Packet ids are 16-bit and never 0. */
+export const MAX_PACKET_ID = 65_535;
+
+/**
+ * Session state of one client, driven by the client's I/O code.
+ *
+ * @example
+ * ```ts
+ * import { MqttState } from "./state.ts";
+ * const state = new MqttState({ keepaliveMs: 60_000, responseTimeMs: 10_000, maxInflight: 2 });
+ * state.connectStarted(0);
+ * state.sessionStarted(5);
+ * const id = state.nextPacketId();
+ * state.publishSent({ id, topic: "t", payload: new Uint8Array(), retain: false, sentAt: 5, dup: false }, 5);
+ * state.deadLinkReason(10_006); // "no PUBACK for packet 1 within 10000 ms"
+ * ```
+ */
+export class MqttState {
+  readonly #keepaliveMs: number;
+  readonly #responseTimeMs: number;
+  readonly #maxInflight: number;
+
+  /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
+  readonly inflight: Map<number, InflightPublish> = new Map();
+  /** Unanswered SUBSCRIBE/UNSUBSCRIBE requests, in send order. */
+  readonly requests: Map<number, PendingRequest> = new Map();
+
+  #lastId = 0;
+  #linkUp = false;
+  #connackDeadline: number | undefined;
+  #lastSentAt = 0;
+  #lastReceivedAt = 0;
+  #pingSentAt: number | undefined;
+
+  /** Creates empty state; throws RangeError on nonsensical settings. */
+  constructor(options: StateOptions) {
+    if (!(options.maxInflight >= 1 && options.maxInflight <= MAX_PACKET_ID)) {
+      throw new RangeError(`maxInflight must be 1..${MAX_PACKET_ID}, got ${options.maxInflight}`);
+    }
+    this.#keepaliveMs = options.keepaliveMs;
+    this.#responseTimeMs = options.responseTimeMs;
+    this.#maxInflight = options.maxInflight;
+  }
+
+  /** Whether a session is established on a live connection. */
+  get linkUp(): boolean {
+    return this.#linkUp;
+  }
+
+  // ---- connection lifecycle -------------------------------------------------
+
+  /** CONNECT was written at `now`; the CONNACK is due within responseTime. */
+  connectStarted(now: number): void {
+    this.#linkUp = false;
+    this.#connackDeadline = now + this.#responseTimeMs;
+    this.#pingSentAt = undefined;
+    this.#lastSentAt = now;
+    this.#lastReceivedAt = now;
+  }
+
+  /**
+   * CONNACK 0 arrived at `now`: the link is up. Returns everything that must
+   * be re-sent before any new packet. Whether the broker kept the session
+   * does not matter: un-ACKed publishes are re-sent either way (a new session
+   * simply takes them as new deliveries, so at-least-once holds).
+   */
+  sessionStarted(now: number): ResendPlan {
+    this.#linkUp = true;
+    this.#connackDeadline = undefined;
+    this.#lastReceivedAt = now;
+    const publishes = [...this.inflight.values()];
+    for (const publish of publishes) {
+      publish.dup = true;
+      publish.sentAt = now;
+    }
+    const requests = [...this.requests.values()];
+    for (const request of requests) request.sentAt = now;
+    if (publishes.length > 0 || requests.length > 0) this.#lastSentAt = now;
+    return { publishes, requests };
+  }
+
+  /** The connection ended (or the attempt failed). Nothing outstanding is forgotten. */
+  linkLost(): void {
+    this.#linkUp = false;
+    this.#connackDeadline = undefined;
+    this.#pingSentAt = undefined;
+  }
+
+  // ---- packet ids and the window ------------------------------------------
+
+  /** Whether a new QoS 1 publish may be written now. */
+  hasWindowRoom(): boolean {
+    return this.inflight.size < this.#maxInflight && this.#idsInUse() < MAX_PACKET_ID;
+  }
+
+  /** Whether a packet id is free for a subscribe/unsubscribe. */
+  hasFreeId(): boolean {
+    return this.#idsInUse() < MAX_PACKET_ID;
+  }
+
+  #idsInUse(): number {
+    return this.inflight.size + this.requests.size;
+  }
+
+  /**
+   * The next packet id not in use, cycling through 1..65535. Throws a
+   * RangeError when all are in use (check {@linkcode hasFreeId} first).
+   */
+  nextPacketId(): number {
+    if (!this.hasFreeId()) throw new RangeError("all 65535 packet ids are in use");
+    let id = this.#lastId;
+    do {
+      id = id === MAX_PACKET_ID ? 1 : id + 1;
+    } while (this.inflight.has(id) || this.requests.has(id));
+    this.#lastId = id;
+    return id;
+  }
+
+  // ---- traffic ---------------------------------------------------------------
+
+  /** A QoS 1 PUBLISH was written at `now`; it stays in flight until its PUBACK. */
+  publishSent(publish: InflightPublish, now: number): void {
+    publish.sentAt = now;
+    this.inflight.set(publish.id, publish);
+    this.#lastSentAt = now;
+  }
+
+  /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
+  pubackReceived(id: number, now: number): InflightPublish | undefined {
+    this.#lastReceivedAt = now;
+    const publish = this.inflight.get(id);
+    if (publish) this.inflight.delete(id);
+    return publish;
+  }
+
+  /** A SUBSCRIBE or UNSUBSCRIBE was written at `now`. */
+  requestSent(request: PendingRequest, now: number): void {
+    request.sentAt = now;
+    this.requests.set(request.id, request);
+    this.#lastSentAt = now;
+  }
+
+  /**
+   * A SUBACK or UNSUBACK arrived. Returns the matching request, or undefined
+   * when no request of that kind has this id (a protocol violation).
+   */
+  responseReceived(
+    id: number,
+    kind: PendingRequest["kind"],
+    now: number,
+  ): PendingRequest | undefined {
+    this.#lastReceivedAt = now;
+    const request = this.requests.get(id);
+    if (!request || request.kind !== kind) return undefined;
+    this.requests.delete(id);
+    return request;
+  }
+
+  /** Any packet other than a QoS 1 PUBLISH was written at `now`. */
+  packetSent(now: number): void {
+    this.#lastSentAt = now;
+  }
+
+  /** Any packet was received at `now` (all of them prove the link is alive). */
+  packetReceived(now: number): void {
+    this.#lastReceivedAt = now;
+  }
+
+  /** A PINGRESP arrived. */
+  pingrespReceived(now: number): void {
+    this.#lastReceivedAt = now;
+    this.#pingSentAt = undefined;
+  }
+
+  // ---- keepalive and dead-link detection ----------------------------------
+
+  /**
+   * Whether a PINGREQ should go out now: keepalive is on, none is outstanding,
+   * and nothing was sent, or nothing received, for a keepalive interval. The
+   * second half matters for a client that only sends QoS 0: without it a
+   * half-open link would never be noticed.
+   */
+  pingDue(now: number): boolean {
+    if (!this.#linkUp || this.#keepaliveMs === 0 || this.#pingSentAt !== undefined) return false;
+    return now - Math.min(this.#lastSentAt, this.#lastReceivedAt) >= this.#keepaliveMs;
+  }
+
+  /** A PINGREQ was written at `now`. */
+  pingSent(now: number): void {
+    this.#pingSentAt = now;
+    this.#lastSentAt = now;
+  }
+
+  /**
+   * Why the link must be considered dead at `now`, or undefined while it is
+   * healthy: an expected CONNACK, PINGRESP, PUBACK, SUBACK or UNSUBACK is
+   * overdue by more than responseTime.
+   */
+  deadLinkReason(now: number): string | undefined {
+    const limit = this.#responseTimeMs;
+    if (this.#connackDeadline !== undefined && now >= this.#connackDeadline) {
+      return `no CONNACK within ${limit} ms`;
+    }
+    if (!this.#linkUp) return undefined;
+    if (this.#pingSentAt !== undefined && now - this.#pingSentAt >= limit) {
+      return `no PINGRESP within ${limit} ms`;
+    }
+    const publish = first(this.inflight);
+    if (publish && now - publish.sentAt >= limit) {
+      return `no PUBACK for packet ${publish.id} within ${limit} ms`;
+    }
+    const request = first(this.requests);
+    if (request && now - request.sentAt >= limit) {
+      const answer = request.kind === "subscribe" ? "SUBACK" : "UNSUBACK";
+      return `no ${answer} for packet ${request.id} within ${limit} ms`;
+    }
+    return undefined;
+  }
+
+  /**
+   * The earliest time at which {@linkcode pingDue} or
+   * {@linkcode deadLinkReason} may change its answer; Infinity when nothing is
+   * pending. The client sets one timer for it.
+   */
+  nextDeadline(): number {
+    let at = Infinity;
+    if (this.#connackDeadline !== undefined) at = this.#connackDeadline;
+    if (!this.#linkUp) return at;
+    const limit = this.#responseTimeMs;
+    if (this.#pingSentAt !== undefined) {
+      at = Math.min(at, this.#pingSentAt + limit);
+    } else if (this.#keepaliveMs > 0) {
+      at = Math.min(at, Math.min(this.#lastSentAt, this.#lastReceivedAt) + this.#keepaliveMs);
+    }
+    const publish = first(this.inflight);
+    if (publish) at = Math.min(at, publish.sentAt + limit);
+    const request = first(this.requests);
+    if (request) at = Math.min(at, request.sentAt + limit);
+    return at;
+  }
+
+  // ---- the end -------------------------------------------------------------
+
+  /**
+   * Removes and returns everything outstanding (the client is shutting down
+   * and must settle each with an error).
+   */
+  takeAll(): { publishes: InflightPublish[]; requests: PendingRequest[] } {
+    const publishes = [...this.inflight.values()];
+    const requests = [...this.requests.values()];
+    this.inflight.clear();
+    this.requests.clear();
+    return { publishes, requests };
+  }
+}
+
+function first<V>(map: Map<number, V>): V | undefined {
+  for (const value of map.values()) return value;
+  return undefined;
+}

@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { type InflightPublish, MAX_PACKET_ID, MqttState, type StateOptions } from "../state.ts";
+
+const defaults: StateOptions = { keepaliveMs: 60_000, responseTimeMs: 10_000, maxInflight: 3 };
+
+function connectedState(options: Partial<StateOptions> = {}, now = 0): MqttState {
+  const state = new MqttState({ ...defaults, ...options });
+  state.connectStarted(now);
+  state.sessionStarted(now);
+  return state;
+}
+
+function publish(state: MqttState, now: number, topic = "t"): InflightPublish {
+  const entry: InflightPublish = {
+    id: state.nextPacketId(),
+    topic,
+    payload: new Uint8Array([1]),
+    retain: false,
+    sentAt: now,
+    dup: false,
+  };
+  state.publishSent(entry, now);
+  return entry;
+}
+
+Deno.test("packet ids start at 1 and skip ids still in flight", () => {
+  const state = connectedState({ maxInflight: 10 });
+  const a = publish(state, 0);
+  const b = publish(state, 0);
+  assert.deepEqual([a.id, b.id], [1, 2]);
+  state.pubackReceived(1, 1);
+  assert.equal(state.nextPacketId(), 3);
+});
+
+Deno.test("packet ids wrap from 65535 to 1 and never reuse one in use", () => {
+  const state = connectedState({ maxInflight: 10 });
+  const held = publish(state, 0); // id 1 stays un-ACKed across the wrap
+  for (let i = 2; i < MAX_PACKET_ID; i++) state.nextPacketId();
+  assert.equal(state.nextPacketId(), MAX_PACKET_ID);
+  assert.equal(held.id, 1);
+  assert.equal(state.nextPacketId(), 2, "id 1 is in flight, so the wrap skips it");
+});
+
+Deno.test("a subscribe request holds its id until its SUBACK", () => {
+  const state = connectedState();
+  const id = state.nextPacketId();
+  state.requestSent({ id, kind: "subscribe", filters: ["a"], qos: 1, sentAt: 0 }, 0);
+  assert.equal(
+    state.responseReceived(id, "unsubscribe", 1),
+    undefined,
+    "wrong kind is not a match",
+  );
+  assert.ok(state.responseReceived(id, "subscribe", 1));
+  assert.equal(state.requests.size, 0);
+});
+
+Deno.test("all ids in use: nextPacketId throws and the window reports no room", () => {
+  const state = connectedState({ maxInflight: MAX_PACKET_ID });
+  for (let i = 0; i < MAX_PACKET_ID; i++) publish(state, 0);
+  assert.equal(state.hasWindowRoom(), false);
+  assert.equal(state.hasFreeId(), false);
+  assert.throws(() => state.nextPacketId(), RangeError);
+});
+
+Deno.test("the window has room until maxInflight publishes are un-ACKed", () => {
+  const state = connectedState({ maxInflight: 2 });
+  assert.ok(state.hasWindowRoom());
+  publish(state, 0);
+  assert.ok(state.hasWindowRoom());
+  const second = publish(state, 0);
+  assert.equal(state.hasWindowRoom(), false);
+  assert.equal(state.pubackReceived(second.id, 1), second);
+  assert.ok(state.hasWindowRoom());
+});
+
+Deno.test("a PUBACK for an unknown id returns undefined and changes nothing", () => {
+  const state = connectedState();
+  publish(state, 0);
+  assert.equal(state.pubackReceived(999, 1), undefined);
+  assert.equal(state.inflight.size, 1);
+});
+
+Deno.test("a fresh session re-sends un-ACKed publishes in original order with DUP", () => {
+  const state = connectedState({ maxInflight: 5 });
+  const [a, b, c] = [publish(state, 0, "a"), publish(state, 1, "b"), publish(state, 2, "c")];
+  state.pubackReceived(b.id, 3);
+  state.linkLost();
+  state.connectStarted(100);
+  const plan = state.sessionStarted(101);
+  assert.deepEqual(plan.publishes.map((p) => [p.id, p.topic, p.dup]), [
+    [a.id, "a", true],
+    [c.id, "c", true],
+  ]);
+  assert.ok(plan.publishes.every((p) => p.sentAt === 101));
+});
+
+Deno.test("nothing is re-sent while the link stays up: only sessionStarted plans re-sends", () => {
+  const state = connectedState();
+  const entry = publish(state, 0);
+  // Time passes without a PUBACK: the state reports a dead link, never a re-send.
+  assert.match(state.deadLinkReason(10_000) ?? "", /no PUBACK for packet 1/);
+  assert.equal(entry.dup, false);
+});
+
+Deno.test("unanswered subscribe requests are re-sent on the next session", () => {
+  const state = connectedState();
+  const id = state.nextPacketId();
+  state.requestSent({ id, kind: "subscribe", filters: ["x/#"], qos: 1, sentAt: 0 }, 0);
+  state.linkLost();
+  state.connectStarted(50);
+  const plan = state.sessionStarted(60);
+  assert.deepEqual(plan.requests.map((r) => r.id), [id]);
+});
+
+Deno.test("a ping is due after keepalive without sending, and only one at a time", () => {
+  const state = connectedState({ keepaliveMs: 1000 });
+  state.packetReceived(900); // traffic from the broker alone does not postpone the ping
+  assert.equal(state.pingDue(999), false);
+  assert.equal(state.pingDue(1000), true);
+  state.pingSent(1000);
+  assert.equal(state.pingDue(5000), false, "one ping outstanding at a time");
+  state.pingrespReceived(1010);
+  assert.equal(state.pingDue(1999), false);
+  assert.equal(state.pingDue(2000), true);
+});
+
+Deno.test("a ping is due when nothing was received for keepalive even while sending", () => {
+  const state = connectedState({ keepaliveMs: 1000 });
+  for (let t = 100; t <= 1000; t += 100) state.packetSent(t); // a QoS 0 stream
+  assert.equal(state.pingDue(1000), true);
+});
+
+Deno.test("keepalive 0 never asks for a ping", () => {
+  const state = connectedState({ keepaliveMs: 0 });
+  assert.equal(state.pingDue(1e9), false);
+  assert.equal(state.nextDeadline(), Infinity);
+});
+
+Deno.test("no ping is due while the link is down", () => {
+  const state = connectedState({ keepaliveMs: 1000 });
+  state.linkLost();
+  assert.equal(state.pingDue(10_000), false);
+});
+
+Deno.test("an unanswered PINGREQ marks the link dead after responseTime", () => {
+  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
+  state.pingSent(1000);
+  assert.equal(state.deadLinkReason(1499), undefined);
+  assert.equal(state.deadLinkReason(1500), "no PINGRESP within 500 ms");
+});
+
+Deno.test("half-open detection: silence is noticed within keepalive + responseTime", () => {
+  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
+  let now = 0;
+  let dead: string | undefined;
+  // Drive the state as the client's timer does: jump to each deadline.
+  while (dead === undefined) {
+    now = state.nextDeadline();
+    if (state.pingDue(now)) state.pingSent(now);
+    dead = state.deadLinkReason(now);
+  }
+  assert.equal(now, 1500);
+  assert.match(dead, /PINGRESP/);
+});
+
+Deno.test("a missing CONNACK fails the attempt after responseTime", () => {
+  const state = new MqttState({ ...defaults, responseTimeMs: 300 });
+  state.connectStarted(1000);
+  assert.equal(state.nextDeadline(), 1300);
+  assert.equal(state.deadLinkReason(1299), undefined);
+  assert.equal(state.deadLinkReason(1300), "no CONNACK within 300 ms");
+});
+
+Deno.test("an overdue SUBACK or UNSUBACK marks the link dead", () => {
+  const state = connectedState({ responseTimeMs: 100 });
+  const id = state.nextPacketId();
+  state.requestSent({ id, kind: "unsubscribe", filters: ["a"], qos: 0, sentAt: 0 }, 0);
+  assert.equal(state.nextDeadline(), 100);
+  assert.equal(state.deadLinkReason(100), `no UNSUBACK for packet ${id} within 100 ms`);
+});
+
+Deno.test("the oldest un-ACKed publish sets the PUBACK deadline", () => {
+  const state = connectedState({ responseTimeMs: 100, keepaliveMs: 0 });
+  const a = publish(state, 0);
+  publish(state, 50);
+  assert.equal(state.nextDeadline(), 100);
+  state.pubackReceived(a.id, 60);
+  assert.equal(state.nextDeadline(), 150);
+});
+
+Deno.test("takeAll empties the tables for shutdown", () => {
+  const state = connectedState();
+  publish(state, 0);
+  state.requestSent({
+    id: state.nextPacketId(),
+    kind: "subscribe",
+    filters: ["a"],
+    qos: 0,
+    sentAt: 0,
+  }, 0);
+  const all = state.takeAll();
+  assert.equal(all.publishes.length, 1);
+  assert.equal(all.requests.length, 1);
+  assert.equal(state.inflight.size + state.requests.size, 0);
+});
+
+Deno.test("maxInflight outside 1..65535 is a RangeError", () => {
+  assert.throws(() => new MqttState({ ...defaults, maxInflight: 0 }), RangeError);
+  assert.throws(() => new MqttState({ ...defaults, maxInflight: 70_000 }), RangeError);
+});
