@@ -1,0 +1,399 @@
+/**
+ * `MQTTProto`: MQTT 3.1.1 on one connection and nothing else. It frames
+ * packets in and out and reports them to its owner; it knows nothing of
+ * retries, reconnection or sessions (that is `MQTTClient`'s job).
+ *
+ * @module
+ */
+
+import { Buffer, generate, type IConnackPacket, type Packet, parser } from "./deps.ts";
+import { ConnectionLostError, ProtocolError } from "./errors.ts";
+
+/** TLS settings: `true` for the system roots, or explicit certificates. */
+export interface TlsOptions {
+  /** Extra trusted CA certificates, PEM. Default: the system roots only. */
+  caCerts?: string[];
+  /** Client certificate for mutual TLS, PEM. */
+  cert?: string;
+  /** Client private key for mutual TLS, PEM. */
+  key?: string;
+  /** Name to verify the broker's certificate against. Default: the server name. */
+  hostname?: string;
+}
+
+/** Where and how to open a connection. */
+export interface DialOptions {
+  /** Host name or IP. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+  /** TLS settings; absent or false for plain TCP. */
+  tls?: TlsOptions | boolean;
+  /** Aborts the attempt (closes a half-made connection). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Opens a TCP (or TLS) connection to a broker. The seam the client uses, so
+ * tests and users can substitute their own transport.
+ */
+export async function dial(options: DialOptions): Promise<Deno.Conn> {
+  const { hostname, port, signal } = options;
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname, port, signal });
+  } catch (error) {
+    throw new ConnectionLostError(
+      `cannot connect to ${hostname}:${port}: ${errorText(error)}`,
+      { cause: error },
+    );
+  }
+  conn.setNoDelay(true); // small frames go out at once; we coalesce ourselves
+  if (!options.tls) return conn;
+  const tls = options.tls === true ? {} : options.tls;
+  try {
+    const tlsConn = await Deno.startTls(conn, {
+      hostname: tls.hostname ?? hostname,
+      caCerts: tls.caCerts,
+      ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+    } as Deno.StartTlsOptions);
+    await tlsConn.handshake();
+    return tlsConn;
+  } catch (error) {
+    try {
+      conn.close();
+    } catch { /* already closed by the failed handshake */ }
+    throw new ConnectionLostError(
+      `TLS handshake with ${hostname}:${port} failed: ${errorText(error)}`,
+      { cause: error },
+    );
+  }
+}
+
+/** What a connection reports to its owner. */
+export interface ProtoEvents {
+  /** A packet arrived (after the CONNACK that {@linkcode MQTTProto.handshake} consumed). */
+  onPacket(packet: Packet): void;
+  /** The connection ended; called exactly once, with the reason if it was not a plain close. */
+  onClose(error?: Error): void;
+}
+
+/** Settings of one connection. */
+export interface ProtoOptions {
+  /** Largest frame accepted from the broker, in bytes. Default 4 MiB. */
+  maxPacketSize?: number;
+  /** Writes are reported as backed up above this many buffered bytes. Default 256 KiB. */
+  highWaterMark?: number;
+}
+
+const READ_SIZE = 64 * 1024;
+const DEFAULT_MAX_PACKET = 4 * 1024 * 1024;
+const DEFAULT_HIGH_WATER = 256 * 1024;
+
+/**
+ * One MQTT connection over a `Deno.Conn`: encodes packets with mqtt-packet,
+ * coalesces everything queued in the same tick into one socket write, splits
+ * the incoming byte stream into frames (however the reads cut it) and hands
+ * each parsed packet to its owner.
+ *
+ * @example
+ * ```ts ignore
+ * import { dial, MQTTProto } from "./proto.ts";
+ * const conn = await dial({ hostname: "127.0.0.1", port: 1883 });
+ * const proto = new MQTTProto(conn, {
+ *   onPacket: (packet) => console.log(packet.cmd),
+ *   onClose: (error) => console.log("closed", error?.message),
+ * });
+ * proto.send({ cmd: "connect", clientId: "x", protocolVersion: 4, clean: true, keepalive: 60 });
+ * const connack = await proto.handshake();
+ * ```
+ */
+export class MQTTProto {
+  readonly #conn: Deno.Conn;
+  readonly #events: ProtoEvents;
+  readonly #maxPacketSize: number;
+  readonly #highWaterMark: number;
+  readonly #parser = parser({ protocolVersion: 4 });
+
+  #writeQueue: Uint8Array[] = [];
+  #bufferedBytes = 0;
+  #flushScheduled = false;
+  #writing = false;
+  #drainWaiters: (() => void)[] = [];
+  #flushWaiters: (() => void)[] = [];
+
+  readonly #readBuffer = new Uint8Array(READ_SIZE);
+  #pending: Uint8Array | undefined; // bytes of an incomplete frame
+  #paused: { promise: Promise<void>; resume: () => void } | undefined;
+  #handshake: { resolve: (p: IConnackPacket) => void; reject: (e: Error) => void } | undefined;
+  #handshakeDone = false;
+  #closed = false;
+  #closedPromise: Promise<void>;
+  #resolveClosed!: () => void;
+
+  /** Wraps `conn` and starts reading from it. */
+  constructor(conn: Deno.Conn, events: ProtoEvents, options: ProtoOptions = {}) {
+    this.#conn = conn;
+    this.#events = events;
+    this.#maxPacketSize = options.maxPacketSize ?? DEFAULT_MAX_PACKET;
+    this.#highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER;
+    this.#closedPromise = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#parser.on("packet", (packet: Packet) => this.#deliver(packet));
+    this.#parser.on("error", (error: Error) => {
+      this.close(new ProtocolError(`malformed packet from broker: ${error.message}`));
+    });
+    this.#readLoop();
+  }
+
+  /** Resolves when the connection has ended. Never rejects. */
+  get closed(): Promise<void> {
+    return this.#closedPromise;
+  }
+
+  /** Whether the connection has ended. */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes queued but not yet written to the socket. */
+  get bufferedBytes(): number {
+    return this.#bufferedBytes;
+  }
+
+  /** Whether writers should wait for {@linkcode drained} before queueing more. */
+  get backedUp(): boolean {
+    return this.#bufferedBytes > this.#highWaterMark;
+  }
+
+  /**
+   * Resolves with the CONNACK, the first packet the broker must send.
+   * Rejects if the connection closes first or another packet comes first.
+   * The caller writes the CONNECT with {@linkcode send} and owns the timeout.
+   */
+  handshake(): Promise<IConnackPacket> {
+    if (this.#handshakeDone || this.#handshake) {
+      return Promise.reject(new Error("handshake() may be called once per connection"));
+    }
+    if (this.#closed) return Promise.reject(new ConnectionLostError("connection is closed"));
+    return new Promise((resolve, reject) => this.#handshake = { resolve, reject });
+  }
+
+  /** Encodes `packet` and queues it for the next coalesced write. */
+  send(packet: Packet): void {
+    this.sendBytes(generate(packet));
+  }
+
+  /** Queues raw frame bytes for the next coalesced write. */
+  sendBytes(bytes: Uint8Array): void {
+    if (this.#closed) return;
+    this.#writeQueue.push(bytes);
+    this.#bufferedBytes += bytes.length;
+    if (!this.#flushScheduled && !this.#writing) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Resolves once queued bytes fall to the high-water mark, or the connection closes. */
+  drained(): Promise<void> {
+    if (!this.backedUp || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * Writes everything queued, then closes. For a polite end (DISCONNECT) or
+   * the clean-session dance.
+   */
+  async end(): Promise<void> {
+    while ((this.#writeQueue.length > 0 || this.#writing) && !this.#closed) {
+      await new Promise<void>((resolve) => {
+        this.#flushWaiters.push(resolve);
+        if (!this.#flushScheduled && !this.#writing) {
+          this.#flushScheduled = true;
+          queueMicrotask(() => this.#flush());
+        }
+      });
+    }
+    this.close();
+  }
+
+  /** Stops reading from the socket (the broker's TCP window then fills up). */
+  pauseReading(): void {
+    if (this.#paused) return;
+    let resume!: () => void;
+    const promise = new Promise<void>((resolve) => resume = resolve);
+    this.#paused = { promise, resume };
+  }
+
+  /** Resumes reading after {@linkcode pauseReading}. */
+  resumeReading(): void {
+    const paused = this.#paused;
+    this.#paused = undefined;
+    paused?.resume();
+  }
+
+  /** Closes the socket; `error` is the reason reported to the owner. Idempotent. */
+  close(error?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+    this.#writeQueue = [];
+    this.#bufferedBytes = 0;
+    this.#wakeDrainWaiters();
+    for (const wake of this.#flushWaiters.splice(0)) wake();
+    this.resumeReading();
+    if (this.#handshake) {
+      this.#handshake.reject(error ?? new ConnectionLostError("connection closed before CONNACK"));
+      this.#handshake = undefined;
+    }
+    try {
+      this.#events.onClose(error);
+    } finally {
+      this.#resolveClosed();
+    }
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushScheduled = false;
+    if (this.#writing) return;
+    this.#writing = true;
+    try {
+      while (this.#writeQueue.length > 0 && !this.#closed) {
+        const chunks = this.#writeQueue;
+        this.#writeQueue = [];
+        const bytes = chunks.length === 1 ? chunks[0] : concat(chunks);
+        let offset = 0;
+        while (offset < bytes.length) {
+          offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
+        }
+        this.#bufferedBytes -= bytes.length;
+        if (!this.backedUp) this.#wakeDrainWaiters();
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.close(new ConnectionLostError(`write failed: ${errorText(error)}`, { cause: error }));
+      }
+    } finally {
+      this.#writing = false;
+      const waiters = this.#flushWaiters;
+      this.#flushWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  #wakeDrainWaiters(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        if (this.#paused) await this.#paused.promise;
+        if (this.#closed) return;
+        const n = await this.#conn.read(this.#readBuffer);
+        if (n === null) {
+          this.close(new ConnectionLostError("broker closed the connection"));
+          return;
+        }
+        // A copy of just what arrived: parsed payloads keep referring to it.
+        this.#receive(this.#readBuffer.slice(0, n));
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.close(new ConnectionLostError(`read failed: ${errorText(error)}`, { cause: error }));
+      }
+    }
+  }
+
+  /** Splits `chunk` (plus any leftover) into whole frames and parses each. */
+  #receive(chunk: Uint8Array): void {
+    let bytes = chunk;
+    if (this.#pending) {
+      bytes = concat([this.#pending, chunk]);
+      this.#pending = undefined;
+    }
+    let offset = 0;
+    while (offset < bytes.length && !this.#closed) {
+      const frameLength = this.#frameLength(bytes, offset);
+      if (frameLength === undefined) break; // header incomplete
+      if (frameLength < 0) return; // protocol error, connection closed
+      if (offset + frameLength > bytes.length) break; // body incomplete
+      const frame = bytes.subarray(offset, offset + frameLength);
+      offset += frameLength;
+      this.#parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
+    }
+    if (offset < bytes.length && !this.#closed) this.#pending = bytes.slice(offset);
+  }
+
+  /**
+   * Total length of the frame starting at `offset`, undefined if its header is
+   * not complete yet, or -1 after closing the connection for a bad header.
+   */
+  #frameLength(bytes: Uint8Array, offset: number): number | undefined {
+    let remaining = 0;
+    let multiplier = 1;
+    for (let i = 1; i <= 4; i++) {
+      if (offset + i >= bytes.length) return undefined;
+      const digit = bytes[offset + i];
+      remaining += (digit & 0x7f) * multiplier;
+      if ((digit & 0x80) === 0) {
+        const total = 1 + i + remaining;
+        if (total > this.#maxPacketSize) {
+          this.close(
+            new ProtocolError(
+              `broker sent a ${total}-byte packet, over maxPacketSize ${this.#maxPacketSize}`,
+            ),
+          );
+          return -1;
+        }
+        return total;
+      }
+      multiplier *= 128;
+    }
+    this.close(new ProtocolError("malformed remaining length from broker (more than 4 bytes)"));
+    return -1;
+  }
+
+  #deliver(packet: Packet): void {
+    if (this.#closed) return;
+    if (!this.#handshakeDone) {
+      this.#handshakeDone = true;
+      const waiter = this.#handshake;
+      this.#handshake = undefined;
+      if (packet.cmd !== "connack") {
+        this.close(new ProtocolError(`expected CONNACK from broker, got ${packet.cmd}`));
+        return;
+      }
+      waiter?.resolve(packet);
+      return;
+    }
+    this.#events.onPacket(packet);
+  }
+}
+
+/** A Node Buffer view of `bytes` (no copy): mqtt-packet's encoder needs Buffers. */
+export function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
