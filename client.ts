@@ -713,13 +713,12 @@ export class MQTTClient implements AsyncDisposable {
   /** Sleeps `ms`, cut short by the network coming back up or by disconnect(). */
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
+      const done = () => {
         clearTimeout(timer);
-        self.#wake = undefined;
+        this.#wake = undefined;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.#wake = done;
     });
   }
@@ -886,18 +885,15 @@ export class MQTTClient implements AsyncDisposable {
 
   #waitIdle(): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, this.#settings.responseTimeMs);
-      const waiter = () => done();
-      this.#idleWaiters.push(waiter);
-      const proto = this.#proto;
-      proto?.closed.then(done);
-      const self = this;
-      function done() {
+      const done = () => {
         clearTimeout(timer);
-        const index = self.#idleWaiters.indexOf(waiter);
-        if (index >= 0) self.#idleWaiters.splice(index, 1);
+        const index = this.#idleWaiters.indexOf(done);
+        if (index >= 0) this.#idleWaiters.splice(index, 1);
         resolve();
-      }
+      };
+      const timer = setTimeout(done, this.#settings.responseTimeMs);
+      this.#idleWaiters.push(done);
+      this.#proto?.closed.then(done);
     });
   }
 
