@@ -142,6 +142,7 @@ class Pair {
 export interface FaultProxyOptions {
   /** Where to forward connections (the broker). */
   targetHostname: string;
+  /** The target's port. */
   targetPort: number;
   /** One-way delay in ms added to each direction. Default 0. */
   delayMs?: number;
@@ -154,7 +155,9 @@ export interface FaultProxyOptions {
  * like a network that heals and TCP retransmits; `cutAll()` discards them.
  */
 export class FaultProxy implements AsyncDisposable {
-  readonly hostname = HOSTNAME;
+  /** Where the proxy listens: always the loopback address. */
+  readonly hostname: "127.0.0.1" = HOSTNAME;
+  /** The proxy's port; point the client here. */
   readonly port: number;
   readonly #listener: Deno.Listener;
   readonly #target: { hostname: string; port: number };
@@ -272,6 +275,7 @@ export class FaultProxy implements AsyncDisposable {
     while (this.#pending.size > 0) await Promise.all([...this.#pending]);
   }
 
+  /** Same as {@link close}, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
