@@ -134,7 +134,10 @@ export class MQTTClient implements AsyncDisposable {
   #wake: (() => void) | undefined; // cuts a back-off sleep short
   #unlistenNet: (() => void) | undefined;
 
-  #queue: QueuedSend[] = [];
+  // Calls waiting for the link (publishes also for the window), each FIFO. Requests
+  // have their own queue so a subscribe never waits behind a full publish window.
+  #publishQueue: QueuedSend[] = [];
+  #requestQueue: QueuedSend[] = [];
   #pumpScheduledForDrain = false;
   #roomWaiters: (() => void)[] = [];
   #idleWaiters: (() => void)[] = []; // disconnect() waiting for the last PUBACK
@@ -416,8 +419,9 @@ export class MQTTClient implements AsyncDisposable {
         // Still queued: withdrawn, never sent. Already written: not taken back, but
         // the caller stops waiting.
         const onAbort = () => {
-          const index = this.#queue.indexOf(item);
-          if (index >= 0) this.#queue.splice(index, 1);
+          const queue = this.#queueOf(item);
+          const index = queue.indexOf(item);
+          if (index >= 0) queue.splice(index, 1);
           reject(signal.reason);
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -433,25 +437,35 @@ export class MQTTClient implements AsyncDisposable {
         item.resolve = resolve;
         item.reject = reject;
       }
-      if (this.#queue.length === 0 && this.#canWrite(item)) {
+      const queue = this.#queueOf(item);
+      if (queue.length === 0 && this.#canWrite(item)) {
         this.#write(item);
       } else {
-        this.#queue.push(item);
+        queue.push(item);
       }
     });
   }
 
+  #queueOf(item: QueuedSend): QueuedSend[] {
+    return item.kind === "publish" ? this.#publishQueue : this.#requestQueue;
+  }
+
   #canWrite(item: QueuedSend): boolean {
     const proto = this.#proto;
-    if (!proto || proto.backedUp) return false;
+    if (!proto || proto.backedUp || this.#closed) return false;
     if (item.kind === "publish") return item.qos === 0 || this.#state.hasWindowRoom();
     return this.#state.hasFreeId();
   }
 
   /** Writes queued calls in order while the link is up and there is room. */
   #pump(): void {
-    while (this.#queue.length > 0) {
-      const item = this.#queue[0];
+    this.#pumpQueue(this.#requestQueue);
+    this.#pumpQueue(this.#publishQueue);
+  }
+
+  #pumpQueue(queue: QueuedSend[]): void {
+    while (queue.length > 0) {
+      const item = queue[0];
       if (!this.#canWrite(item)) {
         const proto = this.#proto;
         if (proto?.backedUp && !this.#pumpScheduledForDrain) {
@@ -463,7 +477,7 @@ export class MQTTClient implements AsyncDisposable {
         }
         return;
       }
-      this.#queue.shift();
+      queue.shift();
       this.#write(item);
     }
   }
@@ -784,7 +798,7 @@ export class MQTTClient implements AsyncDisposable {
     if (this.#state.inflight.size === 0 && this.#idleWaiters.length > 0) {
       for (const wake of this.#idleWaiters.splice(0)) wake();
     }
-    if (this.#queue.length > 0) this.#pump();
+    this.#pump();
   }
 
   #receive(proto: MQTTProto, packet: IPublishPacket): void {
@@ -909,7 +923,8 @@ export class MQTTClient implements AsyncDisposable {
     this.#wake?.();
     this.#linkDown?.();
     const closed = () => new ClientClosedError("client was disconnected before the call completed");
-    for (const item of this.#queue.splice(0)) item.reject(closed());
+    for (const item of this.#requestQueue.splice(0)) item.reject(closed());
+    for (const item of this.#publishQueue.splice(0)) item.reject(closed());
     const { publishes, requests } = this.#state.takeAll();
     if (publishes.length > 0) {
       this.#settings.logger.warn(
