@@ -271,6 +271,18 @@ export interface ConnectionObserver {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
+
+/** mqtt-packet's encoder wants Node Buffers; tests may pass plain Uint8Arrays. */
+function toWire(packet: Packet): WirePacket {
+  const asBuffer = (bytes: unknown) =>
+    bytes instanceof Uint8Array && !Buffer.isBuffer(bytes)
+      ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      : bytes;
+  if (packet.cmd === "publish") {
+    return { ...packet, payload: asBuffer(packet.payload) } as WirePacket;
+  }
+  return packet as WirePacket;
+}
 const READ_SIZE = 64 * 1024;
 
 /**
@@ -441,7 +453,7 @@ export class FakeConnection {
    * or recorded and the promise still resolves (check {@linkcode isClosed}).
    */
   async send(packet: Packet): Promise<void> {
-    const bytes = new Uint8Array(generate(packet as WirePacket, { protocolVersion: 4 }));
+    const bytes = new Uint8Array(generate(toWire(packet), { protocolVersion: 4 }));
     await this.#write(bytes, packet);
   }
 
