@@ -272,7 +272,7 @@ function utf8Limit(what: string, value: string): void {
 /** A short description of a bad value for error messages. */
 export function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value.slice(0, 60));
-  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${value}`;
   if (value === null) return "null";
   if (value === undefined) return "undefined";
   if (value instanceof Uint8Array) return `Uint8Array(${value.length})`;
