@@ -271,6 +271,7 @@ export interface ConnectionObserver {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
+const READ_SIZE = 64 * 1024;
 
 /** mqtt-packet's encoder wants Node Buffers; tests may pass plain Uint8Arrays. */
 function toWire(packet: Packet): WirePacket {
@@ -283,7 +284,6 @@ function toWire(packet: Packet): WirePacket {
   }
   return packet as WirePacket;
 }
-const READ_SIZE = 64 * 1024;
 
 /**
  * Splits a byte stream into whole MQTT frames using the fixed header's
@@ -946,17 +946,18 @@ export class FakeBroker implements AsyncDisposable {
   }
 
   /** Starts listening (on 127.0.0.1 and a free port unless told otherwise). */
-  static start(options: FakeBrokerOptions = {}): Promise<FakeBroker> {
+  // deno-lint-ignore require-await
+  static async start(options: FakeBrokerOptions = {}): Promise<FakeBroker> {
     const mode = options.mode ?? "scripted";
     if (mode !== "scripted" && mode !== "broker") {
-      return Promise.reject(new TypeError(`mode must be "scripted" or "broker", got ${mode}`));
+      throw new TypeError(`mode must be "scripted" or "broker", got ${mode}`);
     }
-    const listener = Deno.listen({
+    const listener = Deno.listen({ // throws (so start() rejects) if the port is taken
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? 0,
       transport: "tcp",
     });
-    return Promise.resolve(new FakeBroker(listener, mode));
+    return new FakeBroker(listener, mode);
   }
 
   /** How many connections have been accepted so far (refused ones not counted). */

@@ -204,6 +204,10 @@ Deno.test("scripted: handshake, then expect/send round trip", async () => {
     assert.equal(down.topic, "a/b");
     assert.equal(text(down.payload), "down");
     assert.equal(down.messageId, 9);
+    // A plain Uint8Array payload (not a Node Buffer) is sent byte for byte.
+    const bytes = new Uint8Array([0, 1, 2, 255]);
+    await conn.send({ ...publish("a/bin", "", 0), payload: bytes } as Packet);
+    assert.deepEqual(new Uint8Array((await client.expect("publish")).payload as Uint8Array), bytes);
 
     // expect() names what came instead of the expected packet.
     await client.send({ cmd: "pingreq" });
@@ -211,6 +215,11 @@ Deno.test("scripted: handshake, then expect/send round trip", async () => {
   } finally {
     await client.close();
   }
+});
+
+Deno.test("start() rejects when the port is taken", async () => {
+  await using broker = await FakeBroker.start();
+  await assert.rejects(FakeBroker.start({ port: broker.port }), /in use|AddrInUse/i);
 });
 
 Deno.test("scripted: handshake can refuse with a CONNACK return code", async () => {
