@@ -26,6 +26,7 @@ import {
 } from "./options.ts";
 import { bufferView, dial, MQTTProto } from "./proto.ts";
 import { type InflightPublish, MqttState, type PendingRequest } from "./state.ts";
+import { type Message, MessageIterator, type Sink } from "./messages.ts";
 import { matchTopic, MAX_STRING_BYTES, validateTopicFilter, validateTopicName } from "./topic.ts";
 
 /** Options of {@linkcode MQTTClient.publish}. */
@@ -50,20 +51,6 @@ export interface SignalOptions {
   signal?: AbortSignal;
 }
 
-/** An incoming message. */
-export interface Message {
-  /** Topic name. */
-  topic: string;
-  /** Payload bytes. */
-  payload: Uint8Array;
-  /** QoS it was delivered at. */
-  qos: 0 | 1;
-  /** Whether the broker sent it from its retained store. */
-  retained: boolean;
-  /** Whether the broker flagged it as a possible duplicate. */
-  dup: boolean;
-}
-
 /** A call waiting for the connection (and, for QoS 1, the window). */
 interface QueuedSend {
   kind: "publish" | "subscribe" | "unsubscribe";
@@ -81,12 +68,6 @@ interface IncomingMessage {
   message: Message;
   id: number | undefined; // packet id of a QoS 1 message
   proto: MQTTProto; // the connection it came on: its PUBACK goes there or nowhere
-}
-
-/** A consumer of incoming messages (onMessage, on(), messages()). */
-interface Sink {
-  filter: string | undefined;
-  deliver(message: Message): void | Promise<void>;
 }
 
 const INCOMING_PAUSE = 64; // queued incoming messages before the socket stops being read
@@ -324,7 +305,7 @@ export class MQTTClient implements AsyncDisposable {
    * off();
    * ```
    */
-  on(filter: string, handler: (message: Message) => void | Promise<void>): () => void {
+  on(filter: string, handler: (message: Message) => unknown): () => void {
     validateTopicFilter(filter);
     if (typeof handler !== "function") {
       throw new TypeError(`handler must be a function, got ${show(handler)}`);
@@ -747,7 +728,9 @@ export class MQTTClient implements AsyncDisposable {
   // ---- incoming packets --------------------------------------------------------
 
   #onPacket(proto: MQTTProto, packet: Packet): void {
-    if (proto !== this.#proto) return;
+    // Packets that share a read with the CONNACK arrive before the handshake's
+    // continuation has made this proto the live one: they belong to it already.
+    if (proto !== this.#proto && proto !== this.#connecting) return;
     const state = this.#state;
     const t = now();
     switch (packet.cmd) {
@@ -835,7 +818,9 @@ export class MQTTClient implements AsyncDisposable {
         const incoming = this.#incoming.shift()!;
         if (this.#incoming.length <= INCOMING_RESUME) incoming.proto.resumeReading();
         await this.#deliver(incoming.message);
-        if (incoming.id !== undefined && incoming.proto === this.#proto) {
+        // The PUBACK goes on the connection the message came on, or nowhere: after a
+        // reconnect the broker re-delivers it with DUP.
+        if (incoming.id !== undefined && !incoming.proto.isClosed) {
           incoming.proto.send({ cmd: "puback", messageId: incoming.id });
           this.#state.packetSent(now());
         }
@@ -852,7 +837,7 @@ export class MQTTClient implements AsyncDisposable {
       try {
         const result = sink.deliver(message);
         if (result instanceof Promise) {
-          pending.push(result.catch((error) => this.#handlerFailed(message, error)));
+          pending.push(result.catch((error: unknown) => this.#handlerFailed(message, error)));
         }
       } catch (error) {
         this.#handlerFailed(message, error);
@@ -941,72 +926,6 @@ export class MQTTClient implements AsyncDisposable {
 
   #assertOpen(): void {
     if (this.#closed) throw new ClientClosedError("client is disconnected; create a new one");
-  }
-}
-
-/** The iterator behind {@linkcode MQTTClient.messages}; a sink with a pull-acknowledged buffer. */
-class MessageIterator implements AsyncIterableIterator<Message>, Sink {
-  readonly filter: string | undefined;
-  readonly #sinks: Set<Sink>;
-  readonly #buffer: { message: Message; pulled: () => void }[] = [];
-  #waiting: ((result: IteratorResult<Message>) => void) | undefined;
-  #done = false;
-  readonly #signal: AbortSignal | undefined;
-  readonly #onAbort = () => this.end();
-
-  constructor(sinks: Set<Sink>, filter: string | undefined, signal: AbortSignal | undefined) {
-    this.filter = filter;
-    this.#sinks = sinks;
-    this.#signal = signal;
-    if (signal?.aborted) {
-      this.#done = true;
-      return;
-    }
-    signal?.addEventListener("abort", this.#onAbort, { once: true });
-    sinks.add(this);
-  }
-
-  /** Resolves once the consumer pulled `message` (so the PUBACK may go out). */
-  deliver(message: Message): Promise<void> {
-    if (this.#done) return Promise.resolve();
-    const waiting = this.#waiting;
-    if (waiting) {
-      this.#waiting = undefined;
-      waiting({ value: message, done: false });
-      return Promise.resolve();
-    }
-    return new Promise((pulled) => this.#buffer.push({ message, pulled }));
-  }
-
-  next(): Promise<IteratorResult<Message>> {
-    const head = this.#buffer.shift();
-    if (head) {
-      head.pulled();
-      return Promise.resolve({ value: head.message, done: false });
-    }
-    if (this.#done) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => this.#waiting = resolve);
-  }
-
-  return(): Promise<IteratorResult<Message>> {
-    this.end();
-    return Promise.resolve({ value: undefined, done: true });
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
-    return this;
-  }
-
-  /** Unregisters; releases buffered messages' acknowledgements. */
-  end(): void {
-    if (this.#done) return;
-    this.#done = true;
-    this.#sinks.delete(this);
-    this.#signal?.removeEventListener("abort", this.#onAbort);
-    for (const { pulled } of this.#buffer.splice(0)) pulled();
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.({ value: undefined, done: true });
   }
 }
 

@@ -25,7 +25,8 @@
  * @module
  */
 
-export { type Message, MQTTClient, type PublishOptions, type SignalOptions } from "./client.ts";
+export { MQTTClient, type PublishOptions, type SignalOptions } from "./client.ts";
+export type { Message } from "./messages.ts";
 export type { MessageHandler, MQTTClientOptions, ReconnectOptions, Will } from "./options.ts";
 export type { DialOptions, TlsOptions } from "./proto.ts";
 export {

@@ -35,7 +35,7 @@ export type MessageHandler = (
   retained: boolean,
   qos: 0 | 1,
   dup: boolean,
-) => void | Promise<void>;
+) => unknown;
 
 /** Reconnect timing, in seconds. */
 export interface ReconnectOptions {

@@ -431,3 +431,20 @@ Deno.test("a refused first connect() rejects and leaves the client reusable", as
   await within(again, 2000, "second connect()");
   await client.disconnect();
 });
+
+Deno.test("a PUBLISH in the same read as the CONNACK is delivered and acknowledged", async () => {
+  await using broker = await FakeBroker.start();
+  const received: string[] = [];
+  const client = quickClient(broker, { onMessage: (topic) => received.push(topic) });
+  const connecting = client.connect();
+  const conn = await broker.accept();
+  await conn.expect("connect");
+  const connack = [0x20, 0x02, 0x01, 0x00]; // session present, accepted
+  const publish = [0x32, 0x08, 0x00, 0x04, ...new TextEncoder().encode("cmd1"), 0x00, 0x09];
+  await conn.sendRaw(new Uint8Array([...connack, ...publish]));
+  await within(connecting, 2000, "connect()");
+  const puback = await conn.expect("puback");
+  assert.equal(puback.messageId, 9);
+  assert.deepEqual(received, ["cmd1"]);
+  await client.disconnect();
+});
