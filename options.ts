@@ -189,6 +189,8 @@ export function resolveSettings(options: MQTTClientOptions): Settings {
     boolean("will retain", will.retain);
   }
 
+  checkTls(options.tls, server);
+
   const reconnect = options.reconnect ?? {};
   const initialDelay = reconnect.initialDelay ?? 0.25;
   const maxDelay = reconnect.maxDelay ?? 30;
@@ -234,6 +236,35 @@ export function resolveSettings(options: MQTTClientOptions): Settings {
     maxPacketSize,
     dial: options.dial,
   };
+}
+
+function checkTls(tls: MQTTClientOptions["tls"], server: string): void {
+  if (tls === undefined || typeof tls === "boolean") return;
+  if (tls === null || typeof tls !== "object") {
+    throw new TypeError(`option tls must be true or an object, got ${show(tls)}`);
+  }
+  for (const name of ["cert", "key", "hostname"] as const) {
+    if (tls[name] !== undefined && typeof tls[name] !== "string") {
+      throw new TypeError(
+        `option tls.${name} must be a string (PEM for cert/key), got ${show(tls[name])}`,
+      );
+    }
+  }
+  if (
+    tls.caCerts !== undefined &&
+    !(Array.isArray(tls.caCerts) && tls.caCerts.every((c) => typeof c === "string"))
+  ) {
+    throw new TypeError("option tls.caCerts must be an array of PEM strings");
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new TypeError("option tls needs both cert and key for a client certificate, or neither");
+  }
+  if (tls.cert !== undefined && tls.hostname !== undefined && tls.hostname !== server) {
+    throw new TypeError(
+      "option tls.hostname cannot differ from server when a client certificate is used " +
+        "(Deno.connectTls verifies the name it dials)",
+    );
+  }
 }
 
 /** A string as UTF-8 bytes, a Uint8Array as is; anything else is a TypeError. */

@@ -39,6 +39,8 @@ export interface DialOptions {
  */
 export async function dial(options: DialOptions): Promise<Deno.Conn> {
   const { hostname, port, signal } = options;
+  const tls = options.tls === true ? {} : options.tls || undefined;
+  if (tls?.cert && tls.key) return await dialMutualTls(hostname, port, tls, signal);
   let conn: Deno.TcpConn;
   try {
     conn = await Deno.connect({ hostname, port, signal });
@@ -49,14 +51,13 @@ export async function dial(options: DialOptions): Promise<Deno.Conn> {
     );
   }
   conn.setNoDelay(true); // small frames go out at once; we coalesce ourselves
-  if (!options.tls) return conn;
-  const tls = options.tls === true ? {} : options.tls;
+  if (!tls) return conn;
   try {
+    // startTls lets the verified name differ from the address dialled.
     const tlsConn = await Deno.startTls(conn, {
       hostname: tls.hostname ?? hostname,
       caCerts: tls.caCerts,
-      ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
-    } as Deno.StartTlsOptions);
+    });
     await tlsConn.handshake();
     return tlsConn;
   } catch (error) {
@@ -67,6 +68,51 @@ export async function dial(options: DialOptions): Promise<Deno.Conn> {
       `TLS handshake with ${hostname}:${port} failed: ${errorText(error)}`,
       { cause: error },
     );
+  }
+}
+
+/**
+ * Deno sends a client certificate only through `Deno.connectTls`, which
+ * verifies the broker against the address it dials: `tls.hostname` must then
+ * be absent or equal to the server (checked when the client is created).
+ */
+async function dialMutualTls(
+  hostname: string,
+  port: number,
+  tls: TlsOptions,
+  signal: AbortSignal | undefined,
+): Promise<Deno.Conn> {
+  signal?.throwIfAborted();
+  let conn: Deno.TlsConn;
+  try {
+    conn = await Deno.connectTls({
+      hostname,
+      port,
+      caCerts: tls.caCerts,
+      cert: tls.cert!,
+      key: tls.key!,
+    });
+  } catch (error) {
+    throw new ConnectionLostError(
+      `cannot connect to ${hostname}:${port} over TLS: ${errorText(error)}`,
+      { cause: error },
+    );
+  }
+  const onAbort = () => conn.close();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await conn.handshake();
+    return conn;
+  } catch (error) {
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+    throw new ConnectionLostError(
+      `TLS handshake with ${hostname}:${port} failed: ${errorText(error)}`,
+      { cause: error },
+    );
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
   }
 }
 
@@ -289,10 +335,15 @@ export class MQTTProto {
     for (const wake of waiters) wake();
   }
 
+  /** Resolves once reading is not paused (at once if it is not). */
+  async #unpaused(): Promise<void> {
+    while (this.#paused) await this.#paused.promise;
+  }
+
   async #readLoop(): Promise<void> {
     try {
       while (!this.#closed) {
-        if (this.#paused) await this.#paused.promise;
+        await this.#unpaused();
         if (this.#closed) return;
         const n = await this.#conn.read(this.#readBuffer);
         if (n === null) {
@@ -300,7 +351,11 @@ export class MQTTProto {
           return;
         }
         // A copy of just what arrived: parsed payloads keep referring to it.
-        this.#receive(this.#readBuffer.slice(0, n));
+        const chunk = this.#readBuffer.slice(0, n);
+        // pauseReading() may have come while this read was pending: hold the bytes.
+        await this.#unpaused();
+        if (this.#closed) return;
+        this.#receive(chunk);
       }
     } catch (error) {
       if (!this.#closed) {
@@ -362,12 +417,13 @@ export class MQTTProto {
     if (this.#closed) return;
     if (!this.#handshakeDone) {
       this.#handshakeDone = true;
-      const waiter = this.#handshake;
-      this.#handshake = undefined;
       if (packet.cmd !== "connack") {
+        // close() rejects a pending handshake() with this error.
         this.close(new ProtocolError(`expected CONNACK from broker, got ${packet.cmd}`));
         return;
       }
+      const waiter = this.#handshake;
+      this.#handshake = undefined;
       waiter?.resolve(packet);
       return;
     }

@@ -107,6 +107,14 @@ const badConfig: [string, Partial<MQTTClientOptions> | null, ErrorConstructor, R
   ["password without user", { password: "p" }, TypeError, /password needs option user/],
   ["clean not boolean", { clean: "yes" as never }, TypeError, /clean/],
   ["onMessage not a function", { onMessage: 5 as never }, TypeError, /onMessage/],
+  ["tls cert without key", { tls: { cert: "PEM" } }, TypeError, /both cert and key/],
+  ["tls caCerts not an array", { tls: { caCerts: "PEM" as never } }, TypeError, /caCerts/],
+  [
+    "tls hostname differing from server with a client certificate",
+    { tls: { cert: "c", key: "k", hostname: "other" } },
+    TypeError,
+    /tls\.hostname/,
+  ],
   [
     "reconnect delays inverted",
     { reconnect: { initialDelay: 5, maxDelay: 1 } },
