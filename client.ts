@@ -113,6 +113,7 @@ export class MQTTClient implements AsyncDisposable {
   #supervisor: Promise<void> | undefined;
   #linkDown: (() => void) | undefined; // wakes the supervisor when the link drops
   #wake: (() => void) | undefined; // cuts a back-off sleep short
+  #netCameUp = false; // the network said "up again": try TCP before any bounce
   #unlistenNet: (() => void) | undefined;
 
   // Calls waiting for the link (publishes also for the window), each FIFO. Requests
@@ -660,7 +661,10 @@ export class MQTTClient implements AsyncDisposable {
 
   #startSupervisor(): void {
     const s = this.#settings;
-    this.#unlistenNet = s.net.onUp(() => this.#wake?.());
+    this.#unlistenNet = s.net.onUp(() => {
+      this.#netCameUp = true;
+      this.#wake?.();
+    });
     this.#supervisor = this.#supervise().catch((error) => {
       s.logger.error(`reconnect loop stopped unexpectedly: ${errorText(error)}`);
     });
@@ -676,6 +680,10 @@ export class MQTTClient implements AsyncDisposable {
         continue;
       }
       let delay: number;
+      if (this.#netCameUp) {
+        this.#netCameUp = false;
+        tcpFailures = 0;
+      }
       try {
         const bounce = tcpFailures > 0 && tcpFailures % s.bounceAfter === 0;
         if (bounce) {

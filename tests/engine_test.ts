@@ -448,3 +448,23 @@ Deno.test("a PUBLISH in the same read as the CONNACK is delivered and acknowledg
   assert.deepEqual(received, ["cmd1"]);
   await client.disconnect();
 });
+
+Deno.test("after the network says 'up again' the client retries TCP before bouncing anything", async () => {
+  const net = new RecordingNetInterface();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = listener.addr.port;
+  listener.close();
+  const client = quickClient({ hostname: "127.0.0.1", port: deadPort }, {
+    net,
+    reconnect: { initialDelay: 10, maxDelay: 20, bounceAfter: 1 },
+  });
+  client.start();
+  await until(() => client.log.some((l) => l.includes("retrying in")), 2000, "a failed attempt");
+  const before = net.calls.length;
+  net.setUp(false);
+  net.setUp(true); // wakes the client out of its 5-10 s back-off
+  await until(() => net.calls.slice(before).some((c) => c.method === "ensureUp"), 2000, "a retry");
+  const retry = net.calls.slice(before).find((c) => c.method === "ensureUp")!;
+  assert.equal(retry.bounce, false, "bounced the network that had just come back");
+  await client.disconnect();
+});
