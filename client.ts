@@ -584,6 +584,7 @@ export class MQTTClient implements AsyncDisposable {
     } catch (error) {
       proto.close();
       this.#state.linkLost();
+      this.#disarmIfIdle(); // a caught refusal must not keep the process alive
       throw error;
     } finally {
       this.#connecting = undefined;
@@ -631,6 +632,7 @@ export class MQTTClient implements AsyncDisposable {
     if (proto !== this.#proto) return; // a handshake that failed: its attempt reports it
     this.#proto = undefined;
     this.#state.linkLost();
+    this.#disarmIfIdle();
     if (!this.#closed) {
       this.#settings.logger.warn(`connection lost: ${error?.message ?? "closed"}`);
     }
@@ -869,6 +871,14 @@ export class MQTTClient implements AsyncDisposable {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = at;
     this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, at - now()));
+  }
+
+  /** Clears the timer when nothing is pending (the link is down). */
+  #disarmIfIdle(): void {
+    if (this.#timer === undefined || this.#state.nextDeadline() !== Infinity) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
   }
 
   #onTimer(): void {
