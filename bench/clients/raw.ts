@@ -1,0 +1,114 @@
+/**
+ * Benchmark client: the raw limit. No MQTT library: frames are pre-encoded
+ * before the clock starts, written in large batches on `Deno.connect`, and
+ * PUBACKs are counted as they come back.
+ *
+ * @module
+ */
+import { config, emit, epochMs, measure } from "./common.ts";
+import { mqttConnect, publishFrame, readFrames, writeAll } from "./wire.ts";
+
+const cfg = config();
+const { n, topic } = cfg;
+const qos = cfg.kind === "qos0" ? 0 : 1;
+const payload = new Uint8Array(cfg.size).fill(0x78);
+const BATCH_BYTES = 256 * 1024;
+const MAX_OUTSTANDING = 60_000; // packet ids are 16-bit: never reuse one still in flight
+
+/** All n frames, concatenated into batches of about BATCH_BYTES. */
+function encodeBatches(): { bytes: Uint8Array; count: number }[] {
+  const batches: { bytes: Uint8Array; count: number }[] = [];
+  let frames: Uint8Array[] = [];
+  let size = 0;
+  const close = () => {
+    const bytes = new Uint8Array(size);
+    let offset = 0;
+    for (const f of frames) {
+      bytes.set(f, offset);
+      offset += f.length;
+    }
+    batches.push({ bytes, count: frames.length });
+    frames = [];
+    size = 0;
+  };
+  for (let i = 0; i < n; i++) {
+    const f = publishFrame(topic, payload, qos, (i % 65_535) + 1);
+    frames.push(f);
+    size += f.length;
+    if (size >= BATCH_BYTES) close();
+  }
+  if (frames.length > 0) close();
+  return batches;
+}
+
+/** Counts PUBACKs on `conn`; `until(k)` resolves once k have arrived. */
+function ackCounter(conn: Deno.Conn) {
+  let acked = 0;
+  let waiter: { k: number; wake: () => void } | undefined;
+  const ended = readFrames(conn, (type) => {
+    if (type !== 4) return;
+    acked++;
+    if (waiter && acked >= waiter.k) {
+      const { wake } = waiter;
+      waiter = undefined;
+      wake();
+    }
+  });
+  const until = (k: number) =>
+    acked >= k ? Promise.resolve() : new Promise<void>((wake) => waiter = { k, wake });
+  return { until, ended, acked: () => acked };
+}
+
+async function streamAll(conn: Deno.Conn, batches: { bytes: Uint8Array; count: number }[]) {
+  const acks = ackCounter(conn);
+  let sent = 0;
+  for (const batch of batches) {
+    if (qos) await acks.until(sent + batch.count - MAX_OUTSTANDING);
+    await writeAll(conn, batch.bytes);
+    sent += batch.count;
+  }
+  if (qos) await acks.until(n);
+}
+
+let conn = await mqttConnect(cfg.host, cfg.port, cfg.clientId);
+await measure(async () => {
+  if (cfg.kind === "sync") {
+    const frames = Array.from(
+      { length: n },
+      (_, i) => publishFrame(topic, payload, 1, i % 65_535 + 1),
+    );
+    const acks = ackCounter(conn);
+    const t0 = epochMs();
+    for (let i = 0; i < n; i++) {
+      await writeAll(conn, frames[i]);
+      await acks.until(i + 1);
+    }
+    return { t0, t1: epochMs() };
+  }
+  if (cfg.kind === "replay") {
+    // The orchestrator has cut the link: wait for the end, queue, reconnect when allowed.
+    await readFrames(conn, () => {});
+    conn.close();
+    const batches = encodeBatches();
+    emit({ type: "queued" });
+    for (;;) {
+      try {
+        conn = await mqttConnect(cfg.host, cfg.port, cfg.clientId);
+        break;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    const t0 = epochMs();
+    await streamAll(conn, batches);
+    return { t0, t1: epochMs() };
+  }
+  const batches = encodeBatches();
+  const t0 = epochMs();
+  await streamAll(conn, batches);
+  return { t0, t1: epochMs() };
+});
+try {
+  await writeAll(conn, new Uint8Array([0xe0, 0]));
+  conn.close();
+} catch { /* already closed */ }

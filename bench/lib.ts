@@ -1,0 +1,283 @@
+/**
+ * The benchmark's machinery: the broker, the scenarios, the client processes
+ * and one measured run ("cell"). Used by bench.ts and inflight_sweep.ts.
+ *
+ * @module
+ */
+import { type Mosquitto, startMosquitto } from "../tests/mosquitto.ts";
+import { FaultProxy } from "../tests/fault_proxy.ts";
+
+const HOST = "127.0.0.1";
+const HERE = new URL(".", import.meta.url).pathname;
+// -A: Deno asks for all permissions to read /proc/self (CPU and memory counters).
+const DENO_FLAGS = ["run", "--no-lock", "-A"];
+const RUN_TIMEOUT_MS = 180_000;
+
+/** A scenario: what every client does in one cell. */
+export interface Scenario {
+  id: string;
+  title: string;
+  kind: "qos0" | "sync" | "stream" | "replay";
+  size: number;
+  n: number;
+  /** N under --quick. */
+  quickN: number;
+  /** One-way delay through a proxy (ms), 0 for a direct connection. */
+  delayMs: number;
+}
+
+export const SCENARIOS: Scenario[] = [
+  s("qos0-100B", "QoS 0, 100 B, end to end", "qos0", 100, 200_000, 20_000),
+  s("sync-100B", "QoS 1 sync, 100 B", "sync", 100, 20_000, 2_000),
+  s("stream-100B", "QoS 1 stream, 100 B", "stream", 100, 50_000, 5_000),
+  s("stream-1400B", "QoS 1 stream, 1 400 B", "stream", 1400, 50_000, 5_000),
+  s("stream-2800B", "QoS 1 stream, 2 800 B", "stream", 2800, 50_000, 5_000),
+  s("stream-100B-200k", "QoS 1 stream, 100 B × 200 000 (memory)", "stream", 100, 200_000, 20_000),
+  s("stream-100B-rtt20", "QoS 1 stream, 100 B, 20 ms RTT", "stream", 100, 20_000, 1_000, 10),
+  s("replay-5000-rtt20", "Replay after outage, 20 ms RTT", "replay", 100, 5_000, 1_000, 10),
+];
+
+function s(
+  id: string,
+  title: string,
+  kind: Scenario["kind"],
+  size: number,
+  n: number,
+  quickN: number,
+  delayMs = 0,
+): Scenario {
+  return { id, title, kind, size, n, quickN, delayMs };
+}
+
+/** A client under test: how to start its process. */
+export interface ClientSpec {
+  id: string;
+  title: string;
+  command(cfg: string): [string, string[]];
+}
+
+const deno = (file: string) => (cfg: string): [string, string[]] => [
+  Deno.execPath(),
+  [...DENO_FLAGS, `${HERE}clients/${file}`, cfg],
+];
+
+export const CLIENTS: ClientSpec[] = [
+  { id: "ours", title: "mqtt_async (Deno)", command: deno("ours.ts") },
+  { id: "mqttjs-deno", title: "MQTT.js 5 (Deno)", command: deno("mqttjs.ts") },
+  {
+    id: "mqttjs-node",
+    title: "MQTT.js 5 (Node)",
+    command: (cfg) => ["node", [`${HERE}clients/mqttjs.mjs`, cfg]],
+  },
+  { id: "raw", title: "raw limit (Deno)", command: deno("raw.ts") },
+];
+
+/** Installs MQTT.js for Node into bench/node when it is missing. */
+export async function ensureNodeMqtt(): Promise<void> {
+  try {
+    Deno.statSync(`${HERE}node/node_modules/mqtt/package.json`);
+    return;
+  } catch { /* install it */ }
+  console.error("installing MQTT.js for Node into bench/node ...");
+  const out = await new Deno.Command("npm", {
+    args: ["install", "--no-audit", "--no-fund", "--prefix", `${HERE}node`],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("npm install --prefix bench/node failed");
+}
+
+/** The benchmark's broker: unlimited in-flight and queues, no persistence. */
+export function startBroker(): Promise<Mosquitto> {
+  return startMosquitto({
+    persistence: false,
+    extraConfig: "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true",
+  });
+}
+
+/** A running client process speaking JSON lines. */
+class ClientProcess {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #lines: AsyncIterator<string>;
+  #stderr = "";
+  readonly #stderrDone: Promise<void>;
+
+  constructor(command: string, args: string[]) {
+    this.#child = new Deno.Command(command, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#lines = lines(this.#child.stdout);
+    const stderr = this.#child.stderr;
+    this.#stderrDone = (async () => {
+      for await (const chunk of stderr.pipeThrough(new TextDecoderStream())) {
+        this.#stderr = (this.#stderr + chunk).slice(-4000);
+      }
+    })();
+  }
+
+  /** The next JSON record of type `type` (others are skipped). */
+  async expect(type: string): Promise<Record<string, number>> {
+    for (;;) {
+      const next = await this.#lines.next();
+      if (next.done) {
+        await this.#stderrDone;
+        throw new Error(`client exited (or timed out) before "${type}":\n${this.#stderr}`);
+      }
+      let record;
+      try {
+        record = JSON.parse(next.value);
+      } catch {
+        continue; // a stray line
+      }
+      if (record.type === type) return record;
+    }
+  }
+
+  send(line: string): Promise<void> {
+    return this.#writer.write(new TextEncoder().encode(line + "\n"));
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    const timer = setTimeout(() => this.kill(), 10_000);
+    await this.#child.status;
+    clearTimeout(timer);
+    await this.#stderrDone;
+  }
+
+  kill(): void {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      yield buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+    }
+  }
+}
+
+/** What one cell measured. */
+export interface RunResult {
+  scenario: string;
+  client: string;
+  n: number;
+  size: number;
+  /** Messages counted (QoS 0: by the subscriber). */
+  delivered: number;
+  seconds: number;
+  msgsPerSec: number;
+  mbPerSec: number;
+  cpuUsPerMsg: number;
+  idleRssMb: number;
+  peakRssMb: number;
+  maxInflight?: number;
+}
+
+let runCounter = 0;
+
+/** Runs one client through one scenario once against `broker`. */
+export async function runCell(
+  broker: Mosquitto,
+  scenario: Scenario,
+  client: ClientSpec,
+  options: { n?: number; maxInflight?: number; extraDenoFlags?: string[]; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const n = options.n ?? scenario.n;
+  const tag = `${Date.now().toString(36)}${(runCounter++).toString(36)}`;
+  const proxy = scenario.delayMs > 0
+    ? await FaultProxy.start({
+      targetHostname: HOST,
+      targetPort: broker.port,
+      delayMs: scenario.delayMs,
+    })
+    : undefined;
+  const cfg = {
+    kind: scenario.kind,
+    n,
+    size: scenario.size,
+    host: HOST,
+    port: proxy?.port ?? broker.port,
+    topic: `bench/${tag}`,
+    clientId: `b${tag}`.slice(0, 23),
+    maxInflight: options.maxInflight,
+  };
+  const started: ClientProcess[] = [];
+  const spawn = (spec: ClientSpec, config: object) => {
+    const [cmd, args] = spec.command(JSON.stringify(config));
+    const flags = options.extraDenoFlags;
+    if (flags && cmd === Deno.execPath()) args.splice(1, 0, ...flags);
+    const proc = new ClientProcess(cmd, args);
+    started.push(proc);
+    return proc;
+  };
+  const timeout = setTimeout(
+    () => started.forEach((p) => p.kill()),
+    options.timeoutMs ?? RUN_TIMEOUT_MS,
+  );
+  try {
+    let counter: ClientProcess | undefined;
+    if (scenario.kind === "qos0") {
+      counter = spawn(COUNTER, { ...cfg, clientId: `c${tag}`.slice(0, 23) });
+      await counter.expect("ready");
+    }
+    const proc = spawn(client, cfg);
+    await proc.expect("ready");
+    if (scenario.kind === "replay") {
+      proxy!.refuse(true);
+      proxy!.cutAll();
+      await proc.send("go");
+      await proc.expect("queued");
+      await delay(100);
+      proxy!.refuse(false);
+    } else {
+      await proc.send("go");
+    }
+    const result = await proc.expect("result");
+    let delivered = n;
+    let end = result.t1;
+    if (counter) {
+      const sub = await counter.expect("result");
+      delivered = sub.count;
+      end = sub.tLast;
+    }
+    await Promise.all(started.map((p) => p.close()));
+    const seconds = (end - result.t0) / 1000;
+    return {
+      scenario: scenario.id,
+      client: client.id,
+      n,
+      size: scenario.size,
+      delivered,
+      seconds,
+      msgsPerSec: delivered / seconds,
+      mbPerSec: (delivered * scenario.size) / seconds / 1e6,
+      cpuUsPerMsg: result.cpuUs / n,
+      idleRssMb: result.idleRssKb / 1024,
+      peakRssMb: result.peakRssKb / 1024,
+      ...(options.maxInflight ? { maxInflight: options.maxInflight } : {}),
+    };
+  } finally {
+    clearTimeout(timeout);
+    for (const p of started) p.kill();
+    await proxy?.close();
+  }
+}
+
+const COUNTER: ClientSpec = { id: "counter", title: "subscriber", command: deno("counter.ts") };
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
