@@ -11,6 +11,7 @@ import { Backoff } from "./backoff.ts";
 import type { IConnectPacket, IPublishPacket, Packet } from "./deps.ts";
 import {
   ClientClosedError,
+  ConnectionLostError,
   ConnectionRefusedError,
   ProtocolError,
   ResponseTimeoutError,
@@ -610,6 +611,12 @@ export class MQTTClient implements AsyncDisposable {
   /** CONNACK 0 arrived: re-send what is outstanding, then let new calls through. */
   #linkUp(proto: MQTTProto, sessionPresent: boolean): void {
     const s = this.#settings;
+    if (proto.isClosed) {
+      // Closed by a bad frame that shared a read with the CONNACK: its onClose
+      // came while it was not the live link yet, so this attempt simply failed.
+      this.#state.linkLost();
+      throw new ConnectionLostError("connection closed right after CONNACK");
+    }
     const plan = this.#state.sessionStarted(now());
     this.#proto = proto;
     this.#backoff.reset();

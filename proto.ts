@@ -8,6 +8,7 @@
 
 import { Buffer, generate, type IConnackPacket, type Packet, parser } from "./deps.ts";
 import { ConnectionLostError, ProtocolError } from "./errors.ts";
+import { frameViolation } from "./frame_check.ts";
 
 /** TLS settings: `true` for the system roots, or explicit certificates. */
 export interface TlsOptions {
@@ -379,6 +380,11 @@ export class MQTTProto {
       if (offset + frameLength > bytes.length) break; // body incomplete
       const frame = bytes.subarray(offset, offset + frameLength);
       offset += frameLength;
+      const violation = frameViolation(frame);
+      if (violation) {
+        this.close(new ProtocolError(`malformed packet from broker: ${violation}`));
+        return;
+      }
       this.#parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
     }
     if (offset < bytes.length && !this.#closed) this.#pending = bytes.slice(offset);

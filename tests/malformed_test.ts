@@ -1,0 +1,103 @@
+/**
+ * A broker that breaks the protocol: the client logs what was wrong, closes
+ * the connection (MQTT-4.8.0-1) and reconnects through its normal loop, where
+ * un-ACKed publishes are re-sent. Nothing crashes, nothing is lost.
+ */
+
+import assert from "node:assert/strict";
+import { FakeBroker } from "./fake_broker.ts";
+import { quickClient, text, within } from "./helpers.ts";
+
+const enc = (s: string) => [...new TextEncoder().encode(s)];
+
+const violations: [string, number[], RegExp][] = [
+  ["reserved packet type 0", [0x00, 0x00], /malformed|Not supported/],
+  ["reserved packet type 15", [0xf0, 0x00], /malformed|Not supported/],
+  ["a 5th remaining-length byte", [0x30, 0xff, 0xff, 0xff, 0xff, 0x01], /remaining length/],
+  ["a second CONNACK", [0x20, 0x02, 0x00, 0x00], /unexpected connack/],
+  [
+    "CONNECT from the broker",
+    [0x10, 0x0c, 0, 4, ...enc("MQTT"), 4, 2, 0, 60, 0, 0],
+    /unexpected connect/,
+  ],
+  ["PINGREQ from the broker", [0xc0, 0x00], /unexpected pingreq/],
+  ["SUBACK for an unknown id", [0x90, 0x03, 0x12, 0x34, 0x00], /SUBACK for unknown packet 4660/],
+  ["UNSUBACK for an unknown id", [0xb0, 0x02, 0x12, 0x34], /UNSUBACK for unknown packet/],
+  ["PUBACK with flag bits set", [0x41, 0x02, 0x00, 0x01], /flag bits/],
+  ["PUBACK of the wrong length", [0x40, 0x01, 0x00], /PUBACK with remaining length 1/],
+  ["PINGRESP with a body", [0xd0, 0x01, 0x00], /PINGRESP with remaining length 1/],
+  ["a PUBLISH with both QoS bits set", [0x36, 0x05, 0, 1, 0x61, 0, 1], /QoS bits/],
+  ["a PUBLISH topic that is not UTF-8", [0x30, 0x04, 0, 2, 0xc3, 0x28], /not valid UTF-8/],
+  ["a PUBLISH topic with U+0000", [0x30, 0x04, 0, 2, 0x61, 0x00], /U\+0000/],
+  ["a PUBLISH topic with a wildcard", [0x30, 0x04, 0, 2, 0x61, 0x23], /wildcard/],
+  ["a PUBLISH whose topic overruns the frame", [0x30, 0x03, 0, 9, 0x61], /topic|malformed/],
+  ["a QoS 2 PUBLISH", [0x34, 0x05, 0, 1, 0x61, 0, 1], /QoS 2/],
+  ["PUBREL (a QoS 2 flow)", [0x62, 0x02, 0x00, 0x01], /unexpected pubrel/],
+  ["packet id 0 in a PUBACK", [0x40, 0x02, 0x00, 0x00], /packet id 0/],
+  ["a SUBACK return code 0x03", [0x90, 0x03, 0x00, 0x01, 0x03], /return code 0x3/],
+  ["a frame over maxPacketSize", [0x30, 0x80, 0x80, 0x80, 0x01], /over maxPacketSize/],
+];
+
+Deno.test("protocol violations close the link, are logged, and un-ACKed publishes are re-sent on the next one", async (t) => {
+  await using broker = await FakeBroker.start();
+  const client = quickClient(broker, { maxPacketSize: 1024 * 1024, responseTime: 30 });
+  const connecting = client.connect();
+  let conn = await broker.accept();
+  await conn.handshake();
+  await connecting;
+  // A publish that stays un-ACKed through every violation below.
+  const publishing = client.publish("keep", "me", { qos: 1 });
+  const original = await conn.expect("publish");
+  for (const [name, bytes, reason] of violations) {
+    await t.step(name, async () => {
+      const logLines = client.log.length;
+      await conn.sendRaw(new Uint8Array(bytes));
+      await within(conn.closed, 2000, `the client to close after ${name}`);
+      const next = await broker.accept();
+      await next.handshake({ sessionPresent: true });
+      const again = await next.expect("publish");
+      assert.equal(again.messageId, original.messageId);
+      assert.equal(again.dup, true);
+      assert.equal(text(again.payload as Uint8Array), "me");
+      const logged = client.log.slice(logLines).join("\n");
+      assert.match(logged, reason);
+      conn = next;
+    });
+  }
+  await conn.send({ cmd: "puback", messageId: original.messageId! });
+  await within(publishing, 2000, "the publish to complete after all that");
+  await client.disconnect();
+});
+
+Deno.test("a PUBACK for an id not in flight is logged and ignored", async () => {
+  await using broker = await FakeBroker.start();
+  const client = quickClient(broker);
+  const connecting = client.connect();
+  const conn = await broker.accept();
+  await conn.handshake();
+  await connecting;
+  await conn.send({ cmd: "puback", messageId: 4242 });
+  const publishing = client.publish("t", "x", { qos: 1 });
+  const publish = await conn.expect("publish");
+  await conn.send({ cmd: "puback", messageId: publish.messageId! });
+  await within(publishing, 2000, "publish on the same link");
+  assert.equal(broker.connectionCount, 1, "the link survived");
+  assert.ok(client.log.some((l) => l.includes("PUBACK for packet 4242, not in flight")));
+  await client.disconnect();
+});
+
+Deno.test("a bad frame in the same read as the CONNACK fails that attempt; the client reconnects", async () => {
+  await using broker = await FakeBroker.start();
+  const client = quickClient(broker);
+  client.start();
+  const first = await broker.accept();
+  await first.expect("connect");
+  await first.sendRaw(new Uint8Array([0x20, 0x02, 0x00, 0x00, 0xf0, 0x00])); // CONNACK + type 15
+  const second = await broker.accept({ timeoutMs: 3000 });
+  await second.handshake();
+  const publishing = client.publish("t", "after", { qos: 1 });
+  const publish = await second.expect("publish");
+  await second.send({ cmd: "puback", messageId: publish.messageId! });
+  await within(publishing, 2000, "publish on the healthy link");
+  await client.disconnect();
+});
