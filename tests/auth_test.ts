@@ -83,7 +83,10 @@ brokerTest(
       gaps.every((gap) => gap >= cap * 1000 - 10),
       `attempts ${gaps.map((g) => g.toFixed(0)).join(", ")} ms apart; the cap is ${cap * 1000} ms`,
     );
-    assert.ok(logger.lines.some((l) => l.includes("connecting to")), "connection lines were captured");
+    assert.ok(
+      logger.lines.some((l) => l.includes("connecting to")),
+      "connection lines were captured",
+    );
     const leaked = logger.lines.filter((l) => l.includes(WRONG) || l.includes(users.gateway));
     assert.deepEqual(leaked, [], "the password appeared in the log");
   },
