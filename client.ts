@@ -282,10 +282,11 @@ export class MQTTClient implements AsyncDisposable {
     this.#lifetime.abort(reason);
     this.#abortConnecting(reason);
     const proto = this.#proto;
-    if (proto && this.#state.inflight.size > 0) await this.#waitIdle();
+    if (proto && this.#state.inflight.size > 0) await this.#waitIdle(proto);
     if (proto && !proto.isClosed) {
       proto.send({ cmd: "disconnect" });
-      await proto.end();
+      // A broker that stopped reading must not make disconnect() hang.
+      await this.#bounded(proto.end(), this.#settings.responseTimeMs);
     }
     this.#shutDown();
     await this.#supervisor;
@@ -907,18 +908,17 @@ export class MQTTClient implements AsyncDisposable {
 
   // ---- shutdown ------------------------------------------------------------------
 
-  #waitIdle(): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        const index = this.#idleWaiters.indexOf(done);
-        if (index >= 0) this.#idleWaiters.splice(index, 1);
-        resolve();
-      };
-      const timer = setTimeout(done, this.#settings.responseTimeMs);
-      this.#idleWaiters.push(done);
-      this.#proto?.closed.then(done);
-    });
+  /** Resolves when no PUBACK is outstanding, the link closes, or responseTime passes. */
+  #waitIdle(proto: MQTTProto): Promise<void> {
+    const idle = new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    return this.#bounded(Promise.race([idle, proto.closed]), this.#settings.responseTimeMs);
+  }
+
+  /** Waits for `promise`, or `ms` at most. */
+  #bounded(promise: Promise<void>, ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, ms));
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }
 
   /** Stops everything and rejects every pending call. */
@@ -944,6 +944,7 @@ export class MQTTClient implements AsyncDisposable {
     for (const publish of publishes) publish.settle?.(closed());
     for (const request of requests) request.settle?.(closed());
     for (const wake of this.#roomWaiters.splice(0)) wake();
+    this.#idleWaiters = [];
     for (const sink of this.#sinks) {
       if (sink instanceof MessageIterator) sink.end();
     }

@@ -95,7 +95,7 @@ Deno.test(`fuzz: ${CASES} connections of random, truncated and bit-flipped frame
     for (const call of published) call.catch(() => {});
     let frames = 0;
     for (let i = 0; i < CASES; i++) {
-      const conn = await broker.accept({ timeoutMs: 5000 });
+      const conn = await broker.accept({ timeoutMs: 10_000 });
       if (random() < 0.1) {
         await conn.expect("connect"); // fuzz the handshake itself
       } else {
@@ -124,10 +124,15 @@ Deno.test(`fuzz: ${CASES} connections of random, truncated and bit-flipped frame
     console.log(`${CASES} connections, ${frames} fuzz frames; RSS grew ${growthMb.toFixed(1)} MB`);
     assert.ok(growthMb < 150, `RSS grew ${growthMb.toFixed(0)} MB during the fuzz`);
   } catch (error) {
-    const log = client.log.slice(-8).join("\n");
-    throw new Error(`fuzz failed; reproduce with MQTT_FUZZ_SEED=${SEED}: ${error}\n${log}`, {
-      cause: error,
-    });
+    const log = client.log.slice(-12).join("\n");
+    const state =
+      `${broker.connectionCount} connections, client connected: ${client.isConnected()}`;
+    throw new Error(
+      `fuzz failed; reproduce with MQTT_FUZZ_SEED=${SEED}: ${error}\n${state}\n${log}`,
+      {
+        cause: error,
+      },
+    );
   } finally {
     await client.disconnect();
   }
