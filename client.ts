@@ -480,8 +480,7 @@ export class MQTTClient implements AsyncDisposable {
         retain: item.retain,
         dup: false,
       } as IPublishPacket);
-      state.packetSent(t);
-      this.#armTimer();
+      state.packetSent(t); // only moves deadlines later: the timer stays right
       item.resolve(0);
       return;
     }
@@ -498,7 +497,8 @@ export class MQTTClient implements AsyncDisposable {
       if (item.sync) entry.settle = (error) => error ? item.reject(error) : item.resolve(0);
       proto.send(publishPacket(entry));
       state.publishSent(entry, t);
-      this.#armTimer();
+      // Its PUBACK deadline is the only new one; recompute only if it comes first.
+      if (t + this.#settings.responseTimeMs < this.#timerAt) this.#armTimer();
       if (!item.sync) {
         if (state.hasWindowRoom()) item.resolve(0);
         else this.#roomWaiters.push(() => item.resolve(0));

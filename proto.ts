@@ -134,6 +134,7 @@ export interface ProtoOptions {
 }
 
 const READ_SIZE = 64 * 1024;
+const PUBACK_HEADER = 0x40;
 const DEFAULT_MAX_PACKET = 4 * 1024 * 1024;
 const DEFAULT_HIGH_WATER = 256 * 1024;
 
@@ -378,6 +379,18 @@ export class MQTTProto {
       if (frameLength === undefined) break; // header incomplete
       if (frameLength < 0) return; // protocol error, connection closed
       if (offset + frameLength > bytes.length) break; // body incomplete
+      if (frameLength === 4 && bytes[offset] === PUBACK_HEADER && bytes[offset + 1] === 2) {
+        // The hot path of a QoS 1 stream: one PUBACK per message, decoded here
+        // rather than through the general parser.
+        const messageId = (bytes[offset + 2] << 8) | bytes[offset + 3];
+        offset += 4;
+        if (messageId === 0) {
+          this.close(new ProtocolError("malformed packet from broker: packet id 0 in a PUBACK"));
+          return;
+        }
+        this.#deliver({ cmd: "puback", messageId });
+        continue;
+      }
       const frame = bytes.subarray(offset, offset + frameLength);
       offset += frameLength;
       const violation = frameViolation(frame);
