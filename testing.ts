@@ -32,7 +32,12 @@ import { Buffer, generate, type Packet as WirePacket, parser } from "./deps.ts";
 import { matchTopic } from "./topic.ts";
 
 /** The NetInterface test double, here too so everything for tests comes from one module. */
-export { type NetCall, RecordingNetInterface } from "./wifi.ts";
+export {
+  type EnsureUpOptions,
+  type NetCall,
+  type NetInterface,
+  RecordingNetInterface,
+} from "./wifi.ts";
 
 /** A QoS level. The fake broker itself handles 0 and 1. */
 export type QoS = 0 | 1 | 2;
