@@ -2,19 +2,8 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker, type FakeConnection } from "./fake_broker.ts";
-import { quickClient, text, until, within } from "./helpers.ts";
+import { fakeConnected, quickClient, text, until, within } from "./helpers.ts";
 import type { Message, MQTTClient } from "../mod.ts";
-import type { MQTTClientOptions } from "../options.ts";
-
-async function connected(broker: FakeBroker, options: Partial<MQTTClientOptions> = {}) {
-  const client = quickClient(broker, options);
-  const connecting = client.connect();
-  const conn = await broker.accept();
-  await conn.handshake();
-  await within(connecting, 2000, "connect()");
-  conn.autoPingresp();
-  return { client, conn };
-}
 
 let nextId = 100;
 function deliver(conn: FakeConnection, topic: string, payload: string, qos: 0 | 1 = 1) {
@@ -31,7 +20,7 @@ function deliver(conn: FakeConnection, topic: string, payload: string, qos: 0 | 
 
 Deno.test("messages(filter) yields only matching messages, in order", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const seen: string[] = [];
   const consumer = (async () => {
     for await (const m of client.messages("sensors/+/temp")) {
@@ -49,7 +38,7 @@ Deno.test("messages(filter) yields only matching messages, in order", async () =
 
 Deno.test("messages(): a QoS 1 message is acknowledged only after the consumer pulled it", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const iterator = client.messages();
   await deliver(conn, "a", "1");
   // Round trip proves the client had the message and still did not acknowledge it.
@@ -65,7 +54,7 @@ Deno.test("messages(): a QoS 1 message is acknowledged only after the consumer p
 
 Deno.test("messages(): a slow consumer makes the client stop reading once its buffer is full", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const iterator = client.messages();
   for (let i = 0; i < 300; i++) await deliver(conn, "flood", `${i}`);
   // Nothing pulled: at most a small buffer is taken off the socket; no PUBACK left.
@@ -86,7 +75,7 @@ Deno.test("messages(): a slow consumer makes the client stop reading once its bu
 
 Deno.test("messages(): break, return and abort unregister the iterator; others keep receiving", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const controller = new AbortController();
   const aborted = client.messages(undefined, { signal: controller.signal });
   const kept = client.messages();
@@ -108,7 +97,7 @@ Deno.test("messages(): break, return and abort unregister the iterator; others k
 
 Deno.test("messages() keeps working across a reconnect", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const iterator = client.messages("t/#");
   await deliver(conn, "t/a", "before");
   assert.equal(text(((await iterator.next()).value as Message).payload), "before");
@@ -124,7 +113,7 @@ Deno.test("messages() keeps working across a reconnect", async () => {
 
 Deno.test("disconnect() ends every messages() loop", async () => {
   await using broker = await FakeBroker.start();
-  const { client } = await connected(broker);
+  const { client } = await fakeConnected(broker);
   const loop = (async () => {
     let n = 0;
     for await (const _ of client.messages()) n++;
@@ -137,7 +126,7 @@ Deno.test("disconnect() ends every messages() loop", async () => {
 Deno.test("on(): several handlers per filter, wildcard dispatch, removal, errors isolated", async () => {
   await using broker = await FakeBroker.start();
   const calls: string[] = [];
-  const { client, conn } = await connected(broker, {
+  const { client, conn } = await fakeConnected(broker, {
     onMessage: (t) => calls.push(`onMessage ${t}`),
   });
   const offA = client.on("home/+/light", (m) => {
@@ -184,7 +173,7 @@ Deno.test("connect({ signal }): aborting while waiting for CONNACK rejects with 
 
 Deno.test("subscribe({ signal }) and unsubscribe({ signal }) reject with the reason; an aborted queued one is never sent", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   conn.close();
   broker.refuseConnections(true);
   await until(() => !client.isConnected(), 2000, "the drop");
@@ -205,7 +194,7 @@ Deno.test("subscribe({ signal }) and unsubscribe({ signal }) reject with the rea
 
 Deno.test("publish({ signal }) already on the wire: the call rejects, the message stays in flight", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker, { responseTime: 30 });
+  const { client, conn } = await fakeConnected(broker, { responseTime: 30 });
   const controller = new AbortController();
   const publishing = client.publish("t", "x", { qos: 1, signal: controller.signal }).catch((e) =>
     e

@@ -11,11 +11,19 @@
 import assert from "node:assert/strict";
 import { ConnectionRefusedError, type MQTTClient } from "../mod.ts";
 import type { MessageHandler, MQTTClientOptions } from "../options.ts";
-import { quickClient, text, within } from "./helpers.ts";
-import { FaultProxy } from "./fault_proxy.ts";
+import {
+  closeAll,
+  connected,
+  Links,
+  proxyTo,
+  quickClient,
+  type TestClient,
+  text,
+  Watch,
+  within,
+} from "./helpers.ts";
+import type { FaultProxy } from "./fault_proxy.ts";
 import { brokerTest } from "./mosquitto.ts";
-
-type Client = MQTTClient & { log: string[] };
 
 const N = 10_000;
 const TOPIC = "chaos/stream";
@@ -23,35 +31,6 @@ const FILLER = "x".repeat(56);
 
 /** mosquitto drops QoS 1 messages beyond 1000 queued per client by default; not here. */
 const UNLIMITED_QUEUE = "max_queued_messages 0";
-
-/** A value that changes over time, with event-driven, bounded waits on it. */
-class Watch {
-  readonly #waiters = new Set<() => void>();
-
-  /** Call after every change. */
-  changed(): void {
-    for (const check of [...this.#waiters]) check();
-  }
-
-  /** Resolves once `predicate()` holds; rejects after `ms` naming `what()`. */
-  async until(predicate: () => boolean, ms: number, what: () => string): Promise<void> {
-    if (predicate()) return;
-    let check!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      check = () => {
-        if (predicate()) resolve();
-      };
-      this.#waiters.add(check);
-    });
-    try {
-      await within(reached, ms, "a condition").catch((error) => {
-        throw new Error(`timed out after ${ms} ms waiting for ${what()}`, { cause: error });
-      });
-    } finally {
-      this.#waiters.delete(check);
-    }
-  }
-}
 
 /**
  * The independent subscriber's view of the stream: payloads carry a sequence
@@ -112,7 +91,7 @@ async function stream(client: MQTTClient): Promise<number> {
 async function subscriber(
   broker: { hostname: string; port: number },
   check: StreamCheck,
-): Promise<Client> {
+): Promise<TestClient> {
   const client = quickClient(broker, {
     clientId: "chaos-sub",
     clean: false,
@@ -133,6 +112,27 @@ function publisherOptions(extra: Partial<MQTTClientOptions>): Partial<MQTTClient
   };
 }
 
+/**
+ * The subscriber directly on `broker` and the publisher through a fault proxy,
+ * both connected; runs `body`, then disconnects both and stops the proxy.
+ */
+async function withStream(
+  broker: { hostname: string; port: number },
+  publisher: Partial<MQTTClientOptions>,
+  body: (proxy: FaultProxy, check: StreamCheck, pub: TestClient) => Promise<void>,
+): Promise<void> {
+  await using proxy = await proxyTo(broker);
+  const check = new StreamCheck();
+  const clients: TestClient[] = [];
+  try {
+    clients.push(await subscriber(broker, check));
+    const pub = await connected(proxy, clients, publisherOptions(publisher));
+    await body(proxy, check, pub);
+  } finally {
+    await closeAll(clients);
+  }
+}
+
 function assertComplete(check: StreamCheck): void {
   assert.deepEqual(check.outOfOrder, [], "first occurrences out of order");
   assert.equal(check.firsts, N, "distinct messages received");
@@ -149,19 +149,8 @@ interface Fault {
 
 brokerTest(
   "10 000 QoS 1 messages through 6 cuts, a half-open link and refused reconnects: none lost, in order",
-  async (broker) => {
-    await using proxy = await FaultProxy.start({
-      targetHostname: broker.hostname,
-      targetPort: broker.port,
-    });
-    const check = new StreamCheck();
-    const clients: Client[] = [];
-    try {
-      clients.push(await subscriber(broker, check));
-      const pub = quickClient(proxy, publisherOptions({ responseTime: 0.5 }));
-      clients.push(pub);
-      await within(pub.connect(), 5000, "the publisher to connect");
-
+  (broker) =>
+    withStream(broker, { responseTime: 0.5 }, async (proxy, check, pub) => {
       let streaming = true;
       const faults: Fault[] = [];
       const begin = (kind: Fault["kind"]): Fault => {
@@ -247,29 +236,16 @@ brokerTest(
         );
       });
       console.log(`  proxy saw ${proxy.connectionCount} connections`);
-    } finally {
-      await Promise.all(clients.map((c) => c.disconnect()));
-    }
-  },
+    }),
   { extraConfig: UNLIMITED_QUEUE },
 );
 
 brokerTest(
   "10 000 QoS 1 messages with no fault: none lost, none duplicated, one connection",
-  async (broker) => {
-    await using proxy = await FaultProxy.start({
-      targetHostname: broker.hostname,
-      targetPort: broker.port,
-    });
-    const check = new StreamCheck();
-    const clients: Client[] = [];
-    try {
-      clients.push(await subscriber(broker, check));
-      // Same path and window as the faulty run; a roomier responseTime so a slow
-      // machine cannot fake a dead link.
-      const pub = quickClient(proxy, publisherOptions({ responseTime: 2 }));
-      clients.push(pub);
-      await within(pub.connect(), 5000, "the publisher to connect");
+  (broker) =>
+    // Same path and window as the faulty run; a roomier responseTime so a slow
+    // machine cannot fake a dead link.
+    withStream(broker, { responseTime: 2 }, async (proxy, check, pub) => {
       const rate = await within(stream(pub), 30_000, "the stream");
       await check.reach(N, 10_000);
       assertComplete(check);
@@ -277,32 +253,14 @@ brokerTest(
       assert.equal(check.duplicates, 0);
       assert.equal(proxy.connectionCount, 1);
       console.log(`without faults: ${rate.toFixed(0)} msgs/s`);
-    } finally {
-      await Promise.all(clients.map((c) => c.disconnect()));
-    }
-  },
+    }),
   { extraConfig: UNLIMITED_QUEUE },
 );
 
 // ---- broker restart -------------------------------------------------------------------
 
-/** Counts onConnectionChange transitions; waits for the n-th up or down. */
-class Links {
-  up = 0;
-  down = 0;
-  readonly watch = new Watch();
-  readonly handler = (up: boolean): void => {
-    if (up) this.up++;
-    else this.down++;
-    this.watch.changed();
-  };
-  ups(n: number, ms = 5000): Promise<void> {
-    return this.watch.until(() => this.up >= n, ms, () => `connection #${n} (have ${this.up})`);
-  }
-  downs(n: number, ms = 5000): Promise<void> {
-    return this.watch.until(() => this.down >= n, ms, () => `loss #${n} (have ${this.down})`);
-  }
-}
+/** Quick redials, so the clients are back soon after the broker is. */
+const RESTART_RECONNECT = { initialDelay: 0.05, maxDelay: 0.2 };
 
 /** Received `topic text` lines, with waits. */
 class Lines {
@@ -348,33 +306,26 @@ brokerTest(
   async (broker) => {
     // The subscriber reaches the broker through a proxy that refuses it after the
     // restart, so a publisher can fill its persisted session first.
-    await using proxy = await FaultProxy.start({
-      targetHostname: broker.hostname,
-      targetPort: broker.port,
-    });
-    const clients: Client[] = [];
+    await using proxy = await proxyTo(broker);
+    const clients: TestClient[] = [];
     try {
       const inbox = new Lines();
       const subLinks = new Links();
-      const sub = quickClient(proxy, {
+      const sub = await connected(proxy, clients, {
         clientId: "restart-sub",
         clean: false,
         onMessage: inbox.handler,
         onConnectionChange: subLinks.handler,
-        reconnect: { initialDelay: 0.05, maxDelay: 0.2 },
+        reconnect: RESTART_RECONNECT,
       });
-      clients.push(sub);
-      await within(sub.connect(), 5000, "the subscriber to connect");
       await sub.subscribe("rs/#", 1);
       const pubLinks = new Links();
-      const pub = quickClient(broker, {
+      const pub = await connected(broker, clients, {
         clientId: "restart-pub",
         clean: false,
         onConnectionChange: pubLinks.handler,
-        reconnect: { initialDelay: 0.05, maxDelay: 0.2 },
+        reconnect: RESTART_RECONNECT,
       });
-      clients.push(pub);
-      await within(pub.connect(), 5000, "the publisher to connect");
       await pub.publish("rs/before", "b", { qos: 1 });
       await inbox.has("rs/before b");
 
@@ -407,7 +358,7 @@ brokerTest(
         "rs/live l",
       ]);
     } finally {
-      await Promise.all(clients.map((c) => c.disconnect()));
+      await closeAll(clients);
     }
   },
   { persistence: true },
@@ -418,21 +369,16 @@ brokerTest(
   async (broker) => {
     // The client reaches the broker through a proxy that refuses it after the
     // restart until a watcher has subscribed, so its messages arrive live.
-    await using proxy = await FaultProxy.start({
-      targetHostname: broker.hostname,
-      targetPort: broker.port,
-    });
-    const clients: Client[] = [];
+    await using proxy = await proxyTo(broker);
+    const clients: TestClient[] = [];
     try {
       const links = new Links();
-      const client = quickClient(proxy, {
+      const client = await connected(proxy, clients, {
         clientId: "restart-own",
         clean: false,
         onConnectionChange: links.handler,
-        reconnect: { initialDelay: 0.05, maxDelay: 0.2 },
+        reconnect: RESTART_RECONNECT,
       });
-      clients.push(client);
-      await within(client.connect(), 5000, "the client to connect");
       await client.subscribe("own/in", 1); // a session worth persisting
 
       await broker.stop();
@@ -448,9 +394,10 @@ brokerTest(
       proxy.refuse(true);
       await broker.restart();
       const inbox = new Lines();
-      const watcher = quickClient(broker, { clientId: "restart-watch", onMessage: inbox.handler });
-      clients.push(watcher);
-      await within(watcher.connect(), 5000, "the watcher to connect");
+      const watcher = await connected(broker, clients, {
+        clientId: "restart-watch",
+        onMessage: inbox.handler,
+      });
       await watcher.subscribe("own/#", 1);
       assert.deepEqual(outcomes.map((o) => o.settled()), Array(5).fill(undefined));
       proxy.refuse(false);
@@ -467,7 +414,7 @@ brokerTest(
       ]);
       assert.ok(links.up >= 2);
     } finally {
-      await Promise.all(clients.map((c) => c.disconnect()));
+      await closeAll(clients);
     }
   },
   { persistence: true },

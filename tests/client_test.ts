@@ -2,7 +2,15 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker } from "./fake_broker.ts";
-import { captureLogger, deferred, quickClient, text, within } from "./helpers.ts";
+import {
+  captureLogger,
+  deadPort,
+  deferred,
+  fakeConnected,
+  quickClient,
+  text,
+  within,
+} from "./helpers.ts";
 import {
   ClientClosedError,
   ConnectionLostError,
@@ -94,9 +102,7 @@ Deno.test("connect rejects with ConnectionLostError when the broker closes mid-h
 });
 
 Deno.test("connect rejects naming host and port when nothing listens", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
+  const port = deadPort();
   const client = quickClient({ hostname: "127.0.0.1", port });
   const error = await within(client.connect().catch((e) => e), 2000, "connect() to reject");
   assert.ok(error instanceof ConnectionLostError, String(error));
@@ -104,20 +110,9 @@ Deno.test("connect rejects naming host and port when nothing listens", async () 
   await client.disconnect();
 });
 
-/** A client connected to a scripted broker connection. */
-async function connected(broker: FakeBroker, options = {}) {
-  const client = quickClient(broker, options);
-  const connecting = client.connect();
-  const conn = await broker.accept();
-  await conn.handshake();
-  await within(connecting, 2000, "connect()");
-  conn.autoPingresp();
-  return { client, conn };
-}
-
 Deno.test("publish QoS 0 writes one PUBLISH and resolves without an ACK", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   await within(client.publish("a/b", "hello", { retain: true }), 2000, "QoS 0 publish");
   const publish = await conn.expect("publish");
   assert.deepEqual(
@@ -129,7 +124,7 @@ Deno.test("publish QoS 0 writes one PUBLISH and resolves without an ACK", async 
 
 Deno.test("publish QoS 1 sync resolves only after the PUBACK", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   let resolved = false;
   const publishing = client.publish("a/b", "x", { qos: 1 }).then(() => resolved = true);
   const publish = await conn.expect("publish");
@@ -150,7 +145,7 @@ Deno.test("publish QoS 1 sync resolves only after the PUBACK", async () => {
 
 Deno.test("subscribe resolves with the granted QoS and unsubscribe on UNSUBACK", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const subscribing = client.subscribe("a/+/b", 1);
   const subscribe = await conn.expect("subscribe");
   assert.deepEqual(subscribe.subscriptions, [{ topic: "a/+/b", qos: 1 }]);
@@ -170,7 +165,7 @@ Deno.test("subscribe resolves with the granted QoS and unsubscribe on UNSUBACK",
 
 Deno.test("subscribe rejects with SubscriptionRefusedError on SUBACK 0x80", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker);
+  const { client, conn } = await fakeConnected(broker);
   const subscribing = client.subscribe("forbidden/#", 1).catch((e) => e);
   const subscribe = await conn.expect("subscribe");
   await conn.send({ cmd: "suback", messageId: subscribe.messageId!, granted: [0x80] });
@@ -185,7 +180,7 @@ Deno.test("incoming QoS 1: onMessage gets topic, payload, flags; PUBACK waits fo
   await using broker = await FakeBroker.start();
   const release = deferred();
   const called = deferred<unknown[]>();
-  const { client, conn } = await connected(broker, {
+  const { client, conn } = await fakeConnected(broker, {
     onMessage: async (...args: unknown[]) => {
       called.resolve(args);
       await release.promise;
@@ -221,7 +216,7 @@ Deno.test("incoming QoS 1: onMessage gets topic, payload, flags; PUBACK waits fo
 
 Deno.test("a throwing handler is logged, the message acknowledged, the connection kept", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker, {
+  const { client, conn } = await fakeConnected(broker, {
     onMessage: () => {
       throw new Error("handler bug");
     },
@@ -267,7 +262,7 @@ Deno.test("payloads of 0 B, 1 MiB and every byte value arrive exact (plain-broke
 
 Deno.test("packet ids wrap from 65535 to 1 on the wire without reusing an id in flight", async () => {
   await using broker = await FakeBroker.start();
-  const { client, conn } = await connected(broker, { maxInflight: 4, responseTime: 600 });
+  const { client, conn } = await fakeConnected(broker, { maxInflight: 4, responseTime: 600 });
   // Hold packet 1 un-ACKed for the whole run; acknowledge every other publish.
   let held: number | undefined;
   const ids: number[] = [];
@@ -294,7 +289,7 @@ Deno.test("packet ids wrap from 65535 to 1 on the wire without reusing an id in 
 
 Deno.test("calls after disconnect reject with ClientClosedError", async () => {
   await using broker = await FakeBroker.start();
-  const { client } = await connected(broker);
+  const { client } = await fakeConnected(broker);
   await client.disconnect();
   await assert.rejects(client.publish("t", "x"), ClientClosedError);
   await assert.rejects(client.subscribe("t"), ClientClosedError);

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker, type FakeConnection } from "./fake_broker.ts";
-import { deferred, quickClient, text, until, within } from "./helpers.ts";
+import { deadPort, deferred, quickClient, text, until, within } from "./helpers.ts";
 import {
   ClientClosedError,
   ConnectionRefusedError,
@@ -335,10 +335,7 @@ Deno.test("after bounceAfter failed TCP attempts the network is bounced; 'up aga
   await client.disconnect();
   conn.close();
   const net = new RecordingNetInterface();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const deadPort = listener.addr.port;
-  listener.close();
-  const flaky = quickClient({ hostname: "127.0.0.1", port: deadPort }, {
+  const flaky = quickClient({ hostname: "127.0.0.1", port: deadPort() }, {
     net,
     reconnect: { initialDelay: 0.01, maxDelay: 0.05, bounceAfter: 3 },
   });
@@ -451,10 +448,7 @@ Deno.test("a PUBLISH in the same read as the CONNACK is delivered and acknowledg
 
 Deno.test("after the network says 'up again' the client retries TCP before bouncing anything", async () => {
   const net = new RecordingNetInterface();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const deadPort = listener.addr.port;
-  listener.close();
-  const client = quickClient({ hostname: "127.0.0.1", port: deadPort }, {
+  const client = quickClient({ hostname: "127.0.0.1", port: deadPort() }, {
     net,
     reconnect: { initialDelay: 10, maxDelay: 20, bounceAfter: 1 },
   });

@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker } from "../testing.ts";
+import { hasOpenssl, makePki, removePki } from "./pki.ts";
 
 const ROOT = new URL("../", import.meta.url);
 /** What the examples' headers document for the embedded broker. */
@@ -185,11 +186,11 @@ Deno.test("pub -h and sub -h talk to each other across processes through one bro
 Deno.test("pub and sub read --cafile and verify the broker's certificate", {
   ignore: !hasOpenssl(),
 }, async () => {
-  const dir = await Deno.makeTempDir({ prefix: "mqtt_examples_tls_" });
+  const pki = await makePki("mqtt_examples_tls_");
+  const { dir, caFile } = pki;
   try {
-    const { caFile, cert, key } = await makeCertificates(dir);
     await using broker = await FakeBroker.start({ mode: "broker" });
-    await using proxy = tlsProxy(cert, key, broker.port);
+    await using proxy = tlsProxy(pki.serverCert, pki.serverKey, broker.port);
     const where = ["-h", "127.0.0.1", "-p", String(proxy.port)];
     const perms = [...PERMS, `--allow-read=${dir}`];
 
@@ -235,7 +236,7 @@ Deno.test("pub and sub read --cafile and verify the broker's certificate", {
     assert.equal(noCa.code, 1, noCa.stderr);
     assert.match(noCa.stderr, /cannot read --cafile/);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    removePki(pki);
   }
 });
 
@@ -306,80 +307,6 @@ Deno.test("bad flag values exit 2 with the usage line", async () => {
 });
 
 // ---- TLS helpers ---------------------------------------------------------------
-
-function hasOpenssl(): boolean {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null" })
-    .output();
-  if (!success) throw new Error(`openssl ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
-}
-
-/** A throw-away CA and a server certificate it signed for 127.0.0.1 and localhost. */
-async function makeCertificates(
-  dir: string,
-): Promise<{ caFile: string; cert: string; key: string }> {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=examples test CA",
-  );
-  await openssl(
-    dir,
-    "req",
-    ...ec,
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=localhost",
-  );
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-  );
-  await openssl(
-    dir,
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "1",
-    "-extfile",
-    "ext.cnf",
-  );
-  return {
-    caFile: `${dir}/ca.pem`,
-    cert: await Deno.readTextFile(`${dir}/server.pem`),
-    key: await Deno.readTextFile(`${dir}/server.key`),
-  };
-}
 
 /** Terminates TLS on 127.0.0.1 and forwards the plain bytes to the broker's port. */
 function tlsProxy(

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer, generate, type Packet, parser } from "../deps.ts";
 import { brokerTest, MOSQUITTO_MISSING, mosquittoAvailable, startMosquitto } from "./mosquitto.ts";
+import { makePki, removePki } from "./pki.ts";
 
 /** A raw MQTT connection: frames out with `generate`, frames in with `parser`. */
 class RawClient {
@@ -198,83 +199,21 @@ brokerTest("stop keeps the dir and frees the port; close removes the dir", async
   await broker.close(); // idempotent (brokerTest closes it once more)
 }, { extraConfig: "max_connections 10" });
 
-async function makeCertificates(dir: string): Promise<void> {
-  const run = async (args: string[]) => {
-    const out = await new Deno.Command("openssl", {
-      args,
-      cwd: dir,
-      stdout: "piped",
-      stderr: "piped",
-    })
-      .output();
-    if (!out.success) {
-      throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
-    }
-  };
-  await run([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.crt",
-    "-subj",
-    "/CN=mqtt_async test CA",
-  ]);
-  await run([
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=127.0.0.1",
-  ]);
-  await Deno.writeTextFile(`${dir}/ext.cnf`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  await run([
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-out",
-    "server.crt",
-    "-extfile",
-    "ext.cnf",
-  ]);
-}
-
 Deno.test({
   name: "tls option adds a TLS listener that verifies with the test's CA",
   ignore: noBroker,
 }, async () => {
-  const certs = await Deno.makeTempDir({ prefix: "mqtt_async_certs_" });
+  const pki = await makePki("mqtt_async_certs_");
   try {
-    await makeCertificates(certs);
     await using broker = await startMosquitto({
-      tls: { certFile: `${certs}/server.crt`, keyFile: `${certs}/server.key` },
+      tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile },
     });
     assert.ok(broker.tlsPort !== undefined && broker.tlsPort !== broker.port);
-    const caCerts = [await Deno.readTextFile(`${certs}/ca.crt`)];
-    const client = await RawClient.connect(broker.tlsPort!, { caCerts });
+    const client = await RawClient.connect(broker.tlsPort!, { caCerts: [pki.caCert] });
     assert.equal(await client.handshake("helper-tls"), 0);
     await client.close();
   } finally {
-    await Deno.remove(certs, { recursive: true });
+    removePki(pki);
   }
 });
 

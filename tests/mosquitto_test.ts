@@ -9,12 +9,20 @@
 
 import assert from "node:assert/strict";
 import { ConnectionRefusedError, type MQTTClient } from "../mod.ts";
-import type { MessageHandler, MQTTClientOptions } from "../options.ts";
-import { deferred, quickClient, text, within } from "./helpers.ts";
-import { FaultProxy } from "./fault_proxy.ts";
+import type { MessageHandler } from "../options.ts";
+import {
+  closeAll,
+  connected,
+  deferred,
+  Links,
+  proxyTo,
+  quickClient,
+  type TestClient,
+  text,
+  Watch,
+  within,
+} from "./helpers.ts";
 import { brokerTest, type Mosquitto } from "./mosquitto.ts";
-
-type Client = MQTTClient & { log: string[] };
 
 interface Got {
   topic: string;
@@ -28,11 +36,11 @@ interface Got {
 /** Messages received by a client, with event-driven, bounded waits on them. */
 class Inbox {
   readonly got: Got[] = [];
-  readonly #waiters = new Set<() => void>();
+  readonly #watch = new Watch();
 
   readonly handler: MessageHandler = (topic, payload, retained, qos, dup) => {
     this.got.push({ topic, payload, text: text(payload), retained, qos, dup });
-    for (const check of [...this.#waiters]) check();
+    this.#watch.changed();
   };
 
   /** `topic text` of every message, in arrival order. */
@@ -41,23 +49,12 @@ class Inbox {
   }
 
   /** Resolves once `predicate()` holds; rejects after `ms` with what arrived so far. */
-  async until(predicate: () => boolean, ms: number, what: string): Promise<void> {
-    if (predicate()) return;
-    let check!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      check = () => {
-        if (predicate()) resolve();
-      };
-      this.#waiters.add(check);
-    });
-    try {
-      await within(reached, ms, what);
-    } catch (error) {
-      (error as Error).message += `; received so far: ${JSON.stringify(this.lines())}`;
-      throw error;
-    } finally {
-      this.#waiters.delete(check);
-    }
+  until(predicate: () => boolean, ms: number, what: string): Promise<void> {
+    return this.#watch.until(
+      predicate,
+      ms,
+      () => `${what}; received so far: ${JSON.stringify(this.lines())}`,
+    );
   }
 
   /** Waits for `n` messages in total. */
@@ -73,49 +70,6 @@ class Inbox {
       `"${body}" on ${topic}`,
     );
   }
-}
-
-/** Counts onConnectionChange(true) calls; waits for the n-th. */
-class Ups {
-  count = 0;
-  readonly #waiters = new Set<() => void>();
-  readonly handler = (up: boolean): void => {
-    if (!up) return;
-    this.count++;
-    for (const check of [...this.#waiters]) check();
-  };
-
-  async reach(n: number, ms: number): Promise<void> {
-    if (this.count >= n) return;
-    let check!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      check = () => {
-        if (this.count >= n) resolve();
-      };
-      this.#waiters.add(check);
-    });
-    try {
-      await within(reached, ms, `connection #${n} (have ${this.count})`);
-    } finally {
-      this.#waiters.delete(check);
-    }
-  }
-}
-
-/** A connected client; disconnects every one of them at the end via `closeAll`. */
-async function connected(
-  target: { hostname: string; port: number },
-  clients: Client[],
-  options: Partial<MQTTClientOptions> = {},
-): Promise<Client> {
-  const client = quickClient(target, options);
-  clients.push(client);
-  await within(client.connect(), 5000, `connect() of ${client.clientId}`);
-  return client;
-}
-
-async function closeAll(clients: Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.disconnect()));
 }
 
 /** The broker's log lines about client `id` connecting: `c1`/`c0` is its CleanSession flag. */
@@ -145,7 +99,7 @@ async function logUntil(
 brokerTest(
   "clean: true connects with CleanSession=1, then 0; disconnect() says goodbye",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const presence: boolean[] = [];
       const client = await connected(broker, clients, {
@@ -176,7 +130,7 @@ brokerTest(
 brokerTest(
   "clean: false connects once with CleanSession=0 and finds its session again",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const presence: boolean[] = [];
       const options = {
@@ -208,7 +162,7 @@ brokerTest(
 // ---- round trips ------------------------------------------------------------------
 
 brokerTest("QoS 0 and QoS 1 messages go from one client to another", async (broker) => {
-  const clients: Client[] = [];
+  const clients: TestClient[] = [];
   try {
     const inbox = new Inbox();
     const sub = await connected(broker, clients, { clientId: "rt-sub", onMessage: inbox.handler });
@@ -238,7 +192,7 @@ brokerTest("QoS 0 and QoS 1 messages go from one client to another", async (brok
 });
 
 brokerTest("payloads of 0 bytes, 1 MiB and every byte value arrive exact", async (broker) => {
-  const clients: Client[] = [];
+  const clients: TestClient[] = [];
   try {
     const inbox = new Inbox();
     const sub = await connected(broker, clients, { clientId: "pl-sub", onMessage: inbox.handler });
@@ -281,7 +235,7 @@ brokerTest(
   "the PUBACK for a QoS 1 message goes out only after the async onMessage settles",
   async (broker) => {
     // mosquitto logs every packet it gets ("log_type all"); the log is the wire.
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const entered = deferred();
       const release = deferred();
@@ -336,21 +290,18 @@ brokerTest(
     // The subscriber goes through a proxy so the test can cut its link while its
     // handler is busy. The PUBACK must not have gone out, so the broker re-sends
     // the message (DUP) on the next connection: right behind the CONNACK.
-    await using proxy = await FaultProxy.start({
-      targetHostname: broker.hostname,
-      targetPort: broker.port,
-    });
-    const clients: Client[] = [];
+    await using proxy = await proxyTo(broker);
+    const clients: TestClient[] = [];
     try {
       const entered = deferred();
       const release = deferred();
       const calls: { text: string; dup: boolean }[] = [];
       const inbox = new Inbox();
-      const ups = new Ups();
+      const links = new Links();
       const sub = await connected(proxy, clients, {
         clientId: "slow-sub",
         clean: false,
-        onConnectionChange: ups.handler,
+        onConnectionChange: links.handler,
         onMessage: async (topic, payload, retained, qos, dup) => {
           calls.push({ text: text(payload), dup });
           inbox.handler(topic, payload, retained, qos, dup);
@@ -369,7 +320,7 @@ brokerTest(
       // PUBACK sent early would be ahead of this PUBLISH on the same TCP stream.
       await within(sub.publish("slow/barrier", "b", { qos: 1 }), 5000, "barrier PUBACK");
       proxy.cutAll();
-      await ups.reach(2, 5000);
+      await links.ups(2, 5000);
       release.resolve();
       await inbox.until(() => calls.length >= 2, 5000, "the broker's re-delivery of m1");
       assert.deepEqual(calls, [{ text: "m1", dup: false }, { text: "m1", dup: true }]);
@@ -378,7 +329,7 @@ brokerTest(
       // cut the broker has nothing to re-send, and m2 arrives with m1 not repeated.
       await within(sub.publish("slow/barrier", "b2", { qos: 1 }), 5000, "barrier PUBACK");
       proxy.cutAll();
-      await ups.reach(3, 5000);
+      await links.ups(3, 5000);
       await pub.publish("slow/t", "m2", { qos: 1 });
       await inbox.has("slow/t", "m2");
       assert.deepEqual(calls.map((c) => c.text), ["m1", "m1", "m2"]);
@@ -393,7 +344,7 @@ brokerTest(
 brokerTest(
   "subscriptions with + and # wildcards get exactly the matching topics",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const inbox = new Inbox();
       const sub = await connected(broker, clients, {
@@ -427,7 +378,7 @@ brokerTest(
 );
 
 brokerTest("unsubscribe stops delivery on that filter and leaves the others", async (broker) => {
-  const clients: Client[] = [];
+  const clients: TestClient[] = [];
   try {
     const inbox = new Inbox();
     const sub = await connected(broker, clients, { clientId: "un-sub", onMessage: inbox.handler });
@@ -451,7 +402,7 @@ brokerTest("unsubscribe stops delivery on that filter and leaves the others", as
 });
 
 brokerTest("a retained message reaches a late subscriber flagged retained", async (broker) => {
-  const clients: Client[] = [];
+  const clients: TestClient[] = [];
   try {
     const live = new Inbox();
     const early = await connected(broker, clients, {
@@ -485,7 +436,7 @@ brokerTest("a retained message reaches a late subscriber flagged retained", asyn
 brokerTest(
   "a wrong password makes connect() reject with ConnectionRefusedError naming the reason",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       for (const auth of [{ user: "alice", password: "wrong-7f3a" }, {}]) {
         const client = quickClient(broker, { clientId: "auth-bad", ...auth });
@@ -556,7 +507,7 @@ brokerTest(
 brokerTest(
   "a persistent session: QoS 1 messages published while away arrive on the next connect",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const first = await connected(broker, clients, { clientId: "persist", clean: false });
       await first.subscribe("ps/#", 1);
@@ -598,7 +549,7 @@ brokerTest(
 brokerTest(
   "clean: true discards a stored session: nothing queued for it arrives",
   async (broker) => {
-    const clients: Client[] = [];
+    const clients: TestClient[] = [];
     try {
       const first = await connected(broker, clients, { clientId: "wiped", clean: false });
       await first.subscribe("wp/#", 1);

@@ -9,134 +9,13 @@ import assert from "node:assert/strict";
 import { ConnectionLostError, MQTTClient } from "../mod.ts";
 import { brokerTest } from "./mosquitto.ts";
 import { captureLogger, within } from "./helpers.ts";
-
-interface Pki {
-  dir: string;
-  caCert: string;
-  clientCert: string;
-  clientKey: string;
-  serverCertFile: string;
-  serverKeyFile: string;
-  caFile: string;
-}
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null" })
-    .output();
-  if (!success) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
-}
-
-/** A private CA, a server certificate for 127.0.0.1/localhost and a client certificate. */
-async function makePki(): Promise<Pki> {
-  const dir = await Deno.makeTempDir({ prefix: "mqtt_tls_" });
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=test CA",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.crt",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  );
-  await Deno.writeTextFile(
-    `${dir}/server.ext`,
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-  );
-  await openssl(
-    dir,
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=localhost",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-  );
-  await openssl(
-    dir,
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "server.ext",
-    "-out",
-    "server.crt",
-  );
-  await Deno.writeTextFile(
-    `${dir}/client.ext`,
-    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-  );
-  await openssl(
-    dir,
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=sensor-7",
-    "-keyout",
-    "client.key",
-    "-out",
-    "client.csr",
-  );
-  await openssl(
-    dir,
-    "x509",
-    "-req",
-    "-in",
-    "client.csr",
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "client.ext",
-    "-out",
-    "client.crt",
-  );
-  // PKCS#8 for the client key, which Deno's TLS accepts.
-  await openssl(dir, "pkcs8", "-topk8", "-nocrypt", "-in", "client.key", "-out", "client.pk8");
-  return {
-    dir,
-    caCert: await Deno.readTextFile(`${dir}/ca.crt`),
-    clientCert: await Deno.readTextFile(`${dir}/client.crt`),
-    clientKey: await Deno.readTextFile(`${dir}/client.pk8`),
-    serverCertFile: `${dir}/server.crt`,
-    serverKeyFile: `${dir}/server.key`,
-    caFile: `${dir}/ca.crt`,
-  };
-}
+import { makePki, type Pki, removePki } from "./pki.ts";
 
 const pki = await makePkiIfPossible();
 
 async function makePkiIfPossible(): Promise<Pki | undefined> {
   try {
-    return await makePki();
+    return await makePki("mqtt_tls_");
   } catch (error) {
     if (Deno.env.get("MQTT_REQUIRE_BROKER") === "1") throw error;
     console.warn(`TLS tests need openssl: ${error}`);
@@ -237,5 +116,5 @@ brokerTest("mTLS without a client certificate is refused within a bounded time",
 }, { tls: mtlsListener });
 
 addEventListener("unload", () => {
-  if (pki) Deno.removeSync(pki.dir, { recursive: true });
+  if (pki) removePki(pki);
 });
