@@ -12,6 +12,7 @@
 import {
   CLIENTS,
   ensureNodeMqtt,
+  killClients,
   runCell,
   type RunResult,
   type Scenario,
@@ -41,6 +42,13 @@ const RAW = "raw";
 
 if (clients.some((c) => c.id === REF)) await ensureNodeMqtt();
 const broker = await startBroker();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, async () => {
+    killClients();
+    await broker.close();
+    Deno.exit(130);
+  });
+}
 const runs: (RunResult & { round: number })[] = [];
 const failures: { scenario: string; client: string; round: number; error: string }[] = [];
 const started = new Date();
@@ -52,7 +60,7 @@ try {
         try {
           const result = await runCell(broker, scenario, client, {
             n: nFor(scenario),
-            timeoutMs: quick ? 30_000 : 180_000,
+            timeoutMs: quick ? 30_000 : undefined,
           });
           runs.push({ ...result, round });
           console.error(`${label}: ${fmt(result.msgsPerSec)} msg/s`);
