@@ -426,6 +426,9 @@ export class MQTTClient implements AsyncDisposable {
         this.#write(item);
       } else {
         queue.push(item);
+        // Queued behind a backed-up socket: nothing else may come to wake it
+        // (QoS 0 gets no PUBACK), so register for the drain now.
+        this.#pumpQueue(queue);
       }
     });
   }

@@ -302,3 +302,17 @@ Deno.test("the default client id is stable, at most 23 characters of [0-9a-zA-Z]
   assert.match(a, /^[0-9a-zA-Z]{1,23}$/);
   assert.equal(a, b);
 });
+
+Deno.test("QoS 0 publishes that outrun the socket wait for it to drain and all go out", async () => {
+  await using broker = await FakeBroker.start();
+  const { client, conn } = await fakeConnected(broker);
+  const payload = new Uint8Array(4096);
+  const count = 1000; // 4 MiB queued at once: far above the 256 KiB high-water mark
+  const calls = Array.from({ length: count }, () => client.publish("q0", payload));
+  await within(Promise.all(calls), 10_000, "every QoS 0 publish to be written");
+  await broker.waitFor(() => broker.framesOf("publish", "toBroker").length === count, {
+    what: `${count} PUBLISH frames`,
+  });
+  assert.equal(conn.isClosed, false);
+  await client.disconnect();
+});
