@@ -26,6 +26,7 @@ import {
   toBytes,
 } from "./options.ts";
 import { bufferView, dial, MQTTProto } from "./proto.ts";
+import { encodePublish } from "./publish_codec.ts";
 import { type InflightPublish, MqttState, type PendingRequest } from "./state.ts";
 import { type Message, MessageIterator, type Sink } from "./messages.ts";
 import { matchTopic, MAX_STRING_BYTES, validateTopicFilter, validateTopicName } from "./topic.ts";
@@ -475,14 +476,7 @@ export class MQTTClient implements AsyncDisposable {
     const state = this.#state;
     const t = now();
     if (item.kind === "publish" && item.qos === 0) {
-      proto.send({
-        cmd: "publish",
-        topic: item.topic,
-        payload: bufferView(item.payload),
-        qos: 0,
-        retain: item.retain,
-        dup: false,
-      } as IPublishPacket);
+      proto.sendBytes(encodePublish(item.topic, item.payload, 0, 0, item.retain, false));
       state.packetSent(t); // only moves deadlines later: the timer stays right
       item.resolve(0);
       return;
@@ -498,7 +492,7 @@ export class MQTTClient implements AsyncDisposable {
         dup: false,
       };
       if (item.sync) entry.settle = (error) => error ? item.reject(error) : item.resolve(0);
-      proto.send(publishPacket(entry));
+      proto.sendBytes(encodePublish(entry.topic, entry.payload, 1, id, entry.retain, false));
       state.publishSent(entry, t);
       // Its PUBACK deadline is the only new one; recompute only if it comes first.
       if (t + this.#settings.responseTimeMs < this.#timerAt) this.#armTimer();
@@ -632,7 +626,9 @@ export class MQTTClient implements AsyncDisposable {
         `re-sending ${plan.publishes.length} un-ACKed publishes and ${plan.requests.length} requests`,
       );
     }
-    for (const publish of plan.publishes) proto.send(publishPacket(publish));
+    for (const p of plan.publishes) {
+      proto.sendBytes(encodePublish(p.topic, p.payload, 1, p.id, p.retain, p.dup));
+    }
     for (const request of plan.requests) proto.send(requestPacket(request));
     this.#armTimer();
     this.#notifyConnection(true);
@@ -956,18 +952,6 @@ export class MQTTClient implements AsyncDisposable {
   #assertOpen(): void {
     if (this.#closed) throw new ClientClosedError("client is disconnected; create a new one");
   }
-}
-
-function publishPacket(entry: InflightPublish): IPublishPacket {
-  return {
-    cmd: "publish",
-    topic: entry.topic,
-    payload: bufferView(entry.payload),
-    qos: 1,
-    messageId: entry.id,
-    retain: entry.retain,
-    dup: entry.dup,
-  };
 }
 
 function requestPacket(request: PendingRequest): Packet {

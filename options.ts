@@ -65,7 +65,13 @@ export interface MQTTClientOptions {
   keepalive?: number;
   /** Seconds the broker gets to answer CONNECT, ping, PUBLISH, SUBSCRIBE. Default 10. */
   responseTime?: number;
-  /** Un-ACKed QoS 1 publishes allowed while streaming, 1..65535. Default 16. */
+  /**
+   * Un-ACKed QoS 1 publishes allowed while streaming, 1..65535. Default 1024:
+   * at 20 ms round trip the stream rate grows in proportion to the window
+   * (about 40 msgs/s per slot), so a small window throttles a slow link while
+   * costing nothing on a fast one. Lower it for brokers that cap in-flight
+   * messages per client.
+   */
   maxInflight?: number;
   /** Last will. */
   will?: Will;
@@ -117,6 +123,9 @@ export interface Settings {
 
 const encoder = new TextEncoder();
 
+/** Chosen by measurement: see `maxInflight` and bench/README.md. */
+export const DEFAULT_MAX_INFLIGHT = 1024;
+
 /** Validates `options` and fills in defaults. Throws TypeError/RangeError naming the problem. */
 export function resolveSettings(options: MQTTClientOptions): Settings {
   if (options === null || typeof options !== "object") {
@@ -132,7 +141,7 @@ export function resolveSettings(options: MQTTClientOptions): Settings {
   integer("keepalive", keepalive, 0, 65_535);
   const responseTime = options.responseTime ?? 10;
   positive("responseTime", responseTime);
-  const maxInflight = options.maxInflight ?? 16;
+  const maxInflight = options.maxInflight ?? DEFAULT_MAX_INFLIGHT;
   integer("maxInflight", maxInflight, 1, 65_535);
   const clean = options.clean ?? true;
   boolean("clean", clean);
