@@ -66,6 +66,13 @@ export interface StateOptions {
 /** Packet ids are 16-bit and never 0. */
 export const MAX_PACKET_ID = 65_535;
 
+/** The window a connection starts with (or maxInflight, if smaller). */
+export const INITIAL_WINDOW = 64;
+/** Acknowledgement delay above the smallest seen that counts as queueing, ms. */
+const QUEUE_ALLOWANCE_MS = 1;
+/** How long the smallest round trip seen stays the reference, ms. */
+const MIN_RTT_EPOCH_MS = 10_000;
+
 /**
  * Session state of one client, driven by the client's I/O code.
  *
@@ -84,6 +91,17 @@ export class MqttState {
   readonly #keepaliveMs: number;
   readonly #responseTimeMs: number;
   readonly #maxInflight: number;
+
+  // The adaptive window: how many publishes may be un-ACKed right now. It
+  // grows while PUBACKs come back as fast as the emptiest link allows and
+  // shrinks when they start to queue, so a slow link gets a window as large
+  // as its round trip needs while a fast one keeps few messages in flight
+  // (and so few duplicates after a cut). maxInflight is the ceiling.
+  #window: number;
+  #minRtt = Infinity;
+  #epochMinRtt = Infinity;
+  #epochEnd = 0;
+  #windowLimited = false; // the last publish filled the window: the sender is waiting on it
 
   /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
   readonly inflight: Map<number, InflightPublish> = new Map();
@@ -105,6 +123,12 @@ export class MqttState {
     this.#keepaliveMs = options.keepaliveMs;
     this.#responseTimeMs = options.responseTimeMs;
     this.#maxInflight = options.maxInflight;
+    this.#window = Math.min(INITIAL_WINDOW, options.maxInflight);
+  }
+
+  /** How many QoS 1 publishes may be un-ACKed at the moment (1..maxInflight). */
+  get window(): number {
+    return Math.floor(this.#window);
   }
 
   /** Whether a session is established on a live connection. */
@@ -121,6 +145,11 @@ export class MqttState {
     this.#pingSentAt = undefined;
     this.#lastSentAt = now;
     this.#lastReceivedAt = now;
+    // A new connection may take another path: learn its round trip afresh.
+    this.#window = Math.min(INITIAL_WINDOW, this.#maxInflight);
+    this.#minRtt = Infinity;
+    this.#epochMinRtt = Infinity;
+    this.#epochEnd = now + MIN_RTT_EPOCH_MS;
   }
 
   /**
@@ -155,7 +184,7 @@ export class MqttState {
 
   /** Whether a new QoS 1 publish may be written now. */
   hasWindowRoom(): boolean {
-    return this.inflight.size < this.#maxInflight && this.#idsInUse() < MAX_PACKET_ID;
+    return this.inflight.size < this.#window && this.#idsInUse() < MAX_PACKET_ID;
   }
 
   /** Whether a packet id is free for a subscribe/unsubscribe. */
@@ -188,14 +217,41 @@ export class MqttState {
     publish.sentAt = now;
     this.inflight.set(publish.id, publish);
     this.#lastSentAt = now;
+    this.#windowLimited = this.inflight.size >= this.#window;
   }
 
   /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
   pubackReceived(id: number, now: number): InflightPublish | undefined {
     this.#lastReceivedAt = now;
     const publish = this.inflight.get(id);
-    if (publish) this.inflight.delete(id);
+    if (!publish) return undefined;
+    // A re-sent publish's PUBACK may answer either send: no round-trip sample.
+    if (!publish.dup) this.#adaptWindow(now - publish.sentAt, now);
+    this.inflight.delete(id);
     return publish;
+  }
+
+  #adaptWindow(rtt: number, now: number): void {
+    if (now >= this.#epochEnd) {
+      // Forget old minima now and then, so a path that became slower for good
+      // is not read as permanent queueing.
+      this.#minRtt = this.#epochMinRtt;
+      this.#epochMinRtt = Infinity;
+      this.#epochEnd = now + MIN_RTT_EPOCH_MS;
+    }
+    this.#epochMinRtt = Math.min(this.#epochMinRtt, rtt);
+    this.#minRtt = Math.min(this.#minRtt, rtt);
+    // The window that would keep two round trips' worth of the emptiest link in
+    // flight at the rate this window achieves: twice the window while PUBACKs
+    // come back as fast as ever, less once they queue (after a small allowance
+    // for scheduling noise). Each ACK moves the window 1/window of the way, so
+    // it changes by at most a factor of two per round trip, without overshoot.
+    const effectiveRtt = Math.max(this.#minRtt, rtt - QUEUE_ALLOWANCE_MS);
+    const target = (2 * this.#window * this.#minRtt) / effectiveRtt;
+    if (target > this.#window && !this.#windowLimited) return; // no need to grow
+    const floor = Math.min(INITIAL_WINDOW, this.#maxInflight);
+    const next = this.#window + (target - this.#window) / this.#window;
+    this.#window = Math.min(this.#maxInflight, Math.max(floor, next));
   }
 
   /** A SUBSCRIBE or UNSUBSCRIBE was written at `now`. */

@@ -208,3 +208,65 @@ Deno.test("maxInflight outside 1..65535 is a RangeError", () => {
   assert.throws(() => new MqttState({ ...defaults, maxInflight: 0 }), RangeError);
   assert.throws(() => new MqttState({ ...defaults, maxInflight: 70_000 }), RangeError);
 });
+
+Deno.test("the window starts at 64, or at maxInflight when that is smaller", () => {
+  assert.equal(connectedState({ maxInflight: 1024 }).window, 64);
+  assert.equal(connectedState({ maxInflight: 4 }).window, 4);
+});
+
+/** Keeps the window full on a link with a fixed round trip; returns the window after `rounds`. */
+function driveSlowLink(state: MqttState, rttMs: number, rounds: number): number[] {
+  const windows: number[] = [];
+  let now = 0;
+  for (let round = 0; round < rounds; round++) {
+    const sent: InflightPublish[] = [];
+    while (state.hasWindowRoom()) sent.push(publish(state, now));
+    now += rttMs;
+    for (const entry of sent) state.pubackReceived(entry.id, now);
+    windows.push(state.window);
+  }
+  return windows;
+}
+
+Deno.test("on a slow link without queueing the window doubles each round trip up to maxInflight", () => {
+  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
+  const windows = driveSlowLink(state, 20, 6);
+  assert.deepEqual(windows, [128, 256, 512, 1024, 1024, 1024]);
+});
+
+Deno.test("when PUBACKs start to queue the window stops growing (few messages in flight on a fast link)", () => {
+  // A broker that serves one PUBLISH per 25 us behind a 50 us link, the client
+  // keeping the window full: round trips grow with the window (queueing).
+  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
+  const serviceMs = 0.025;
+  const pending: { entry: InflightPublish; ackAt: number }[] = [];
+  let now = 0;
+  let brokerFreeAt = 0;
+  for (let acked = 0; acked < 20_000;) {
+    while (state.hasWindowRoom()) {
+      const entry = publish(state, now);
+      brokerFreeAt = Math.max(brokerFreeAt, now + 0.025) + serviceMs;
+      pending.push({ entry, ackAt: brokerFreeAt + 0.025 });
+    }
+    const next = pending.shift()!;
+    now = next.ackAt;
+    state.pubackReceived(next.entry.id, now);
+    acked++;
+  }
+  assert.ok(state.window < 200, `window grew to ${state.window} on a queueing link`);
+  assert.ok(state.window >= 64);
+});
+
+Deno.test("a re-sent publish's PUBACK gives no round-trip sample; a new connection restarts the window", () => {
+  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
+  driveSlowLink(state, 20, 1);
+  assert.equal(state.window, 128);
+  const entry = publish(state, 0);
+  state.linkLost();
+  state.connectStarted(1000);
+  assert.equal(state.window, 64, "a fresh connection learns its path again");
+  const plan = state.sessionStarted(1000);
+  assert.equal(plan.publishes[0], entry);
+  state.pubackReceived(entry.id, 999_999); // would look like massive queueing
+  assert.equal(state.window, 64);
+});
