@@ -66,11 +66,10 @@ export interface MQTTClientOptions {
   /** Seconds the broker gets to answer CONNECT, ping, PUBLISH, SUBSCRIBE. Default 10. */
   responseTime?: number;
   /**
-   * Un-ACKed QoS 1 publishes allowed while streaming, 1..65535. Default 1024:
-   * at 20 ms round trip the stream rate grows in proportion to the window
-   * (about 40 msgs/s per slot), so a small window throttles a slow link while
-   * costing nothing on a fast one. Lower it for brokers that cap in-flight
-   * messages per client.
+   * Ceiling of the in-flight window (un-ACKed QoS 1 publishes), 1..65535.
+   * Default 1024. The window itself starts at 64 (or this, if smaller) and
+   * adapts to the link: large on a slow one, small where the broker queues.
+   * Lower it for brokers that cap in-flight messages per client.
    */
   maxInflight?: number;
   /** Last will. */
