@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker } from "./fake_broker.ts";
-import { captureLogger, quickClient, text, within } from "./helpers.ts";
+import { captureLogger, fakeConnected, text, within } from "./helpers.ts";
 import { MQTTClient, type MQTTClientOptions } from "../mod.ts";
 
 type Call = (client: MQTTClient) => Promise<unknown>;
@@ -52,12 +52,7 @@ const bad: [string, Call, ErrorConstructor, RegExp][] = [
 
 Deno.test("bad publish/subscribe input: a clear error, nothing on the wire, the connection intact", async (t) => {
   await using broker = await FakeBroker.start();
-  const client = quickClient(broker);
-  const connecting = client.connect();
-  const conn = await broker.accept();
-  await conn.handshake();
-  await connecting;
-  conn.autoPingresp();
+  const { client, conn } = await fakeConnected(broker);
   // One accepted, un-ACKed message that bad input must not disturb.
   const accepted = client.publish("ok", "before", { qos: 1 });
   const before = await conn.expect("publish");

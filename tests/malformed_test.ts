@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { FakeBroker } from "./fake_broker.ts";
-import { quickClient, text, within } from "./helpers.ts";
+import { fakeConnected, quickClient, text, within } from "./helpers.ts";
 
 const enc = (s: string) => [...new TextEncoder().encode(s)];
 
@@ -40,11 +40,9 @@ const violations: [string, number[], RegExp][] = [
 
 Deno.test("protocol violations close the link, are logged, and un-ACKed publishes are re-sent on the next one", async (t) => {
   await using broker = await FakeBroker.start();
-  const client = quickClient(broker, { maxPacketSize: 1024 * 1024, responseTime: 30 });
-  const connecting = client.connect();
-  let conn = await broker.accept();
-  await conn.handshake();
-  await connecting;
+  const connected = await fakeConnected(broker, { maxPacketSize: 1024 * 1024, responseTime: 30 });
+  const client = connected.client;
+  let conn = connected.conn;
   // A publish that stays un-ACKed through every violation below.
   const publishing = client.publish("keep", "me", { qos: 1 });
   const original = await conn.expect("publish");
@@ -71,11 +69,7 @@ Deno.test("protocol violations close the link, are logged, and un-ACKed publishe
 
 Deno.test("a PUBACK for an id not in flight is logged and ignored", async () => {
   await using broker = await FakeBroker.start();
-  const client = quickClient(broker);
-  const connecting = client.connect();
-  const conn = await broker.accept();
-  await conn.handshake();
-  await connecting;
+  const { client, conn } = await fakeConnected(broker);
   await conn.send({ cmd: "puback", messageId: 4242 });
   const publishing = client.publish("t", "x", { qos: 1 });
   const publish = await conn.expect("publish");
