@@ -22,14 +22,19 @@ import {
   type MQTTClientOptions,
   resolveSettings,
   type Settings,
-  show,
   toBytes,
 } from "./options.ts";
 import { bufferView, dial, MQTTProto } from "./proto.ts";
 import { encodePublish } from "./publish_codec.ts";
 import { type InflightPublish, MqttState, type PendingRequest } from "./state.ts";
 import { type Message, MessageIterator, type Sink } from "./messages.ts";
-import { matchTopic, MAX_STRING_BYTES, validateTopicFilter, validateTopicName } from "./topic.ts";
+import {
+  matchTopic,
+  MAX_STRING_BYTES,
+  show,
+  validateTopicFilter,
+  validateTopicName,
+} from "./topic.ts";
 
 /** Options of {@linkcode MQTTClient.publish}. */
 export interface PublishOptions {

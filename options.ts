@@ -9,7 +9,7 @@
 import type { Logger } from "./logger.ts";
 import { consoleLogger } from "./logger.ts";
 import type { DialOptions, TlsOptions } from "./proto.ts";
-import { MAX_STRING_BYTES, validateTopicName } from "./topic.ts";
+import { MAX_STRING_BYTES, show, validateTopicName } from "./topic.ts";
 import { AlwaysUpNetwork, type NetInterface } from "./wifi.ts";
 import type { MQTTClient } from "./client.ts";
 
@@ -306,16 +306,6 @@ function utf8Limit(what: string, value: string): void {
   if (bytes > MAX_STRING_BYTES) {
     throw new RangeError(`option ${what} is ${bytes} UTF-8 bytes, over ${MAX_STRING_BYTES}`);
   }
-}
-
-/** A short description of a bad value for error messages. */
-export function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.slice(0, 60));
-  if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${value}`;
-  if (value === null) return "null";
-  if (value === undefined) return "undefined";
-  if (value instanceof Uint8Array) return `Uint8Array(${value.length})`;
-  return typeof value;
 }
 
 /**

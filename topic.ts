@@ -10,20 +10,25 @@ const encoder = new TextEncoder();
 /** The longest UTF-8 string MQTT can carry (two-byte length prefix). */
 export const MAX_STRING_BYTES = 65_535;
 
-function describe(value: unknown): string {
+/** A short description of a bad value for error messages: its type and, briefly, the value. */
+export function show(value: unknown): string {
   if (typeof value === "string") {
     return JSON.stringify(value.length > 60 ? value.slice(0, 60) + "…" : value);
   }
-  return value === null ? "null" : typeof value;
+  if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${value}`;
+  if (value === null) return "null";
+  if (value === undefined) return "undefined";
+  if (value instanceof Uint8Array) return `Uint8Array(${value.length})`;
+  return typeof value;
 }
 
 function checkString(value: unknown, what: string): asserts value is string {
   if (typeof value !== "string") {
-    throw new TypeError(`${what} must be a string, got ${describe(value)}`);
+    throw new TypeError(`${what} must be a string, got ${show(value)}`);
   }
   if (value.length === 0) throw new TypeError(`${what} must not be empty`);
   if (value.includes("\u0000")) {
-    throw new TypeError(`${what} must not contain U+0000: ${describe(value)}`);
+    throw new TypeError(`${what} must not contain U+0000: ${show(value)}`);
   }
   // A JS string of n UTF-16 units encodes to at most 3n bytes: skip the encode when short.
   if (value.length * 3 > MAX_STRING_BYTES) {
@@ -44,7 +49,7 @@ export function validateTopicName(topic: unknown, what = "topic"): asserts topic
   checkString(topic, what);
   if (topic.includes("+") || topic.includes("#")) {
     throw new TypeError(
-      `${what} must not contain the wildcards "+" or "#" when publishing: ${describe(topic)}`,
+      `${what} must not contain the wildcards "+" or "#" when publishing: ${show(topic)}`,
     );
   }
 }
@@ -62,10 +67,10 @@ export function validateTopicFilter(
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i];
     if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) {
-      throw new TypeError(`${what} may use "#" only as the whole last level: ${describe(filter)}`);
+      throw new TypeError(`${what} may use "#" only as the whole last level: ${show(filter)}`);
     }
     if (level.includes("+") && level !== "+") {
-      throw new TypeError(`${what} may use "+" only as a whole level: ${describe(filter)}`);
+      throw new TypeError(`${what} may use "+" only as a whole level: ${show(filter)}`);
     }
   }
 }
