@@ -88,6 +88,8 @@ for (const scenario of scenarios) {
       msgsPerSec: median(mine.map((r) => r.msgsPerSec)),
       mbPerSec: median(mine.map((r) => r.mbPerSec)),
       cpuUsPerMsg: median(mine.map((r) => r.cpuUsPerMsg)),
+      brokerCpuUsPerMsg: median(mine.map((r) => r.brokerCpuUsPerMsg)),
+      brokerBusyPercent: median(mine.map((r) => r.brokerBusyPercent)),
       idleRssMb: median(mine.map((r) => r.idleRssMb)),
       peakRssMb: median(mine.map((r) => r.peakRssMb)),
       delivered: Math.min(...mine.map((r) => r.delivered)),
@@ -111,21 +113,22 @@ for (const scenario of scenarios) {
     "",
     `### ${scenario.title} (N = ${nFor(scenario).toLocaleString("en-US")})`,
     "",
-    "| client | msgs/s | MB/s | CPU µs/msg | idle RSS MB | peak RSS MB | × MQTT.js (Node) | × raw |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| client | msgs/s | MB/s | CPU µs/msg | broker busy | idle RSS MB | peak RSS MB | × MQTT.js (Node) | × raw |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   );
   const ref = cells.get(`${scenario.id}/${REF}`);
   const raw = cells.get(`${scenario.id}/${RAW}`);
   for (const client of clients) {
     const cell = cells.get(`${scenario.id}/${client.id}`);
     if (!cell) {
-      out.push(`| ${client.title} | failed | | | | | | |`);
+      out.push(`| ${client.title} | failed | | | | | | | |`);
       continue;
     }
     const lost = cell.delivered < cell.n ? ` (${cell.n - cell.delivered} lost)` : "";
     out.push(
       `| ${client.title} | ${fmt(cell.msgsPerSec)}${lost} | ${cell.mbPerSec.toFixed(2)} | ` +
-        `${cell.cpuUsPerMsg.toFixed(1)} | ${cell.idleRssMb.toFixed(0)} | ` +
+        `${cell.cpuUsPerMsg.toFixed(1)} | ${percent(cell.brokerBusyPercent)} | ` +
+        `${cell.idleRssMb.toFixed(0)} | ` +
         `${cell.peakRssMb.toFixed(0)} | ${ratio(cell, ref)} | ${ratio(cell, raw)} |`,
     );
   }
@@ -219,6 +222,10 @@ function median(values: number[]): number {
 
 function fmt(n: number): string {
   return Math.round(n).toLocaleString("en-US");
+}
+
+function percent(value: number): string {
+  return Number.isFinite(value) ? `${value.toFixed(0)} %` : "n/a";
 }
 
 function ratio(cell: RunResult, against: RunResult | undefined): string {

@@ -6,6 +6,7 @@
  */
 import { type Mosquitto, startMosquitto } from "../tests/mosquitto.ts";
 import { FaultProxy } from "../tests/fault_proxy.ts";
+import { cpuUs } from "./clients/common.ts";
 
 const HOST = "127.0.0.1";
 const HERE = new URL(".", import.meta.url).pathname;
@@ -193,6 +194,10 @@ export interface RunResult {
   msgsPerSec: number;
   mbPerSec: number;
   cpuUsPerMsg: number;
+  /** The broker's CPU µs per message while the client ran (from go to its result). */
+  brokerCpuUsPerMsg: number;
+  /** The broker's CPU time over that wall time: near 100 % means the broker is the limit. */
+  brokerBusyPercent: number;
   idleRssMb: number;
   peakRssMb: number;
   maxInflight?: number;
@@ -247,17 +252,24 @@ export async function runCell(
     }
     const proc = spawn(client, cfg);
     await proc.expect("ready");
+    let brokerCpu0 = processCpuUs(broker.pid);
+    let brokerWall0 = performance.now();
     if (scenario.kind === "replay") {
       proxy!.refuse(true);
       proxy!.cutAll();
       await proc.send("go");
       await proc.expect("queued");
       await delay(100);
+      brokerCpu0 = processCpuUs(broker.pid);
+      brokerWall0 = performance.now();
       proxy!.refuse(false);
     } else {
       await proc.send("go");
     }
     const result = await proc.expect("result");
+    // Read at once: the client's own shutdown should not count as broker time.
+    const brokerCpu1 = processCpuUs(broker.pid);
+    const brokerWall1 = performance.now();
     let delivered = n;
     let end = result.t1;
     if (counter) {
@@ -277,6 +289,8 @@ export async function runCell(
       msgsPerSec: delivered / seconds,
       mbPerSec: (delivered * scenario.size) / seconds / 1e6,
       cpuUsPerMsg: result.cpuUs / n,
+      brokerCpuUsPerMsg: (brokerCpu1 - brokerCpu0) / n,
+      brokerBusyPercent: (brokerCpu1 - brokerCpu0) / ((brokerWall1 - brokerWall0) * 10),
       idleRssMb: result.idleRssKb / 1024,
       peakRssMb: result.peakRssKb / 1024,
       ...(options.maxInflight ? { maxInflight: options.maxInflight } : {}),
@@ -289,6 +303,19 @@ export async function runCell(
 }
 
 const COUNTER: ClientSpec = { id: "counter", title: "subscriber", command: deno("counter.ts") };
+
+/**
+ * The broker's CPU time in µs; NaN when it cannot be read (another process's
+ * /proc entry needs `-A` in Deno).
+ */
+function processCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    return cpuUs(pid);
+  } catch {
+    return NaN;
+  }
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

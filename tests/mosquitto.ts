@@ -38,6 +38,8 @@ export interface Mosquitto extends AsyncDisposable {
   readonly port: number;
   /** The TLS port when `tls` was given. */
   readonly tlsPort?: number;
+  /** The broker's process id while it runs (the benchmark reads its CPU time). */
+  readonly pid: number | undefined;
   /** The temp dir holding config, password file and persistence database. */
   readonly dir: string;
   /** SIGTERM, wait for exit (SIGKILL after 3 s). Keeps the dir. */
@@ -206,6 +208,10 @@ class MosquittoProcess implements Mosquitto {
 
   get tlsPort(): number | undefined {
     return this.#tlsPort;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
   }
 
   /** Picks free ports and starts; retries with new ports when a port was taken meanwhile. */

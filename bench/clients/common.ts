@@ -41,9 +41,12 @@ export function epochMs(): number {
 
 const TICK_US = 1e6 / 100; // USER_HZ is 100 on Linux
 
-/** User + system CPU time of this process in µs (/proc/self/stat, 10 ms resolution). */
-export function cpuUs(): number {
-  const stat = Deno.readTextFileSync("/proc/self/stat");
+/**
+ * User + system CPU time in µs of this process, or of process `pid`
+ * (/proc/<pid>/stat, 10 ms resolution).
+ */
+export function cpuUs(pid: number | "self" = "self"): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
   return (Number(fields[11]) + Number(fields[12])) * TICK_US;
