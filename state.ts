@@ -102,6 +102,12 @@ export class MqttState {
   #epochMinRtt = Infinity;
   #epochEnd = 0;
   #windowLimited = false; // the last publish filled the window: the sender is waiting on it
+  // Once the window is full, new publishes wait until a quarter of it is ACKed
+  // instead of taking each slot as its PUBACK frees it: the refill then goes
+  // out as one socket write rather than one write per PUBACK, which was most
+  // of the client's CPU in a stream. The window still keeps three quarters
+  // in flight, and it is sized to twice what the link needs.
+  #awaitingRefill = false;
 
   /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
   readonly inflight: Map<number, InflightPublish> = new Map();
@@ -147,6 +153,7 @@ export class MqttState {
     this.#lastReceivedAt = now;
     // A new connection may take another path: learn its round trip afresh.
     this.#window = Math.min(INITIAL_WINDOW, this.#maxInflight);
+    this.#awaitingRefill = this.inflight.size > this.#refillLevel();
     this.#minRtt = Infinity;
     this.#epochMinRtt = Infinity;
     this.#epochEnd = now + MIN_RTT_EPOCH_MS;
@@ -182,9 +189,13 @@ export class MqttState {
 
   // ---- packet ids and the window ------------------------------------------
 
-  /** Whether a new QoS 1 publish may be written now. */
+  /**
+   * Whether a new QoS 1 publish may be written now: the window is not full
+   * and, once it was, a refill's worth of it has been ACKed.
+   */
   hasWindowRoom(): boolean {
-    return this.inflight.size < this.#window && this.#idsInUse() < MAX_PACKET_ID;
+    return !this.#awaitingRefill && this.inflight.size < this.#window &&
+      this.#idsInUse() < MAX_PACKET_ID;
   }
 
   /** Whether a packet id is free for a subscribe/unsubscribe. */
@@ -218,6 +229,7 @@ export class MqttState {
     this.inflight.set(publish.id, publish);
     this.#lastSentAt = now;
     this.#windowLimited = this.inflight.size >= this.#window;
+    if (this.#windowLimited) this.#awaitingRefill = true;
   }
 
   /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
@@ -228,7 +240,16 @@ export class MqttState {
     // A re-sent publish's PUBACK may answer either send: no round-trip sample.
     if (!publish.dup) this.#adaptWindow(now - publish.sentAt, now);
     this.inflight.delete(id);
+    if (this.#awaitingRefill && this.inflight.size <= this.#refillLevel()) {
+      this.#awaitingRefill = false;
+    }
     return publish;
+  }
+
+  /** How few publishes may be in flight before a full window takes new ones again. */
+  #refillLevel(): number {
+    const window = Math.floor(this.#window);
+    return window - Math.max(1, Math.floor(window / 4));
   }
 
   #adaptWindow(rtt: number, now: number): void {
@@ -371,6 +392,7 @@ export class MqttState {
     const requests = [...this.requests.values()];
     this.inflight.clear();
     this.requests.clear();
+    this.#awaitingRefill = false;
     return { publishes, requests };
   }
 }

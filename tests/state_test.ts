@@ -73,6 +73,32 @@ Deno.test("the window has room until maxInflight publishes are un-ACKed", () => 
   assert.ok(state.hasWindowRoom());
 });
 
+Deno.test("a full window takes new publishes again only once a quarter of it is ACKed", () => {
+  const state = connectedState({ maxInflight: 8 }); // window 8: refills of 2
+  const sent = Array.from({ length: 8 }, () => publish(state, 0));
+  assert.equal(state.hasWindowRoom(), false);
+  state.pubackReceived(sent[0].id, 1);
+  assert.equal(state.hasWindowRoom(), false, "one free slot is not yet a refill");
+  state.pubackReceived(sent[1].id, 1);
+  assert.ok(state.hasWindowRoom(), "two free slots are");
+  publish(state, 2);
+  assert.ok(state.hasWindowRoom(), "room until the window is full again");
+  publish(state, 2);
+  assert.equal(state.hasWindowRoom(), false);
+});
+
+Deno.test("reconnecting with a full window of re-sends waits for the same refill level", () => {
+  const state = connectedState({ maxInflight: 8 });
+  const sent = Array.from({ length: 7 }, () => publish(state, 0)); // 7 of 8: not full
+  assert.ok(state.hasWindowRoom());
+  state.linkLost();
+  state.connectStarted(10);
+  state.sessionStarted(10);
+  assert.equal(state.hasWindowRoom(), false, "7 re-sends are above the refill level of 6");
+  state.pubackReceived(sent[0].id, 11);
+  assert.ok(state.hasWindowRoom());
+});
+
 Deno.test("a PUBACK for an unknown id returns undefined and changes nothing", () => {
   const state = connectedState();
   publish(state, 0);
