@@ -19,3 +19,6 @@ export type {
   Parser,
 } from "npm:mqtt-packet@^9.0.2";
 export { Buffer } from "node:buffer";
+// A macrotask that runs right after pending I/O callbacks (about 3 µs here);
+// setTimeout(0) is clamped to milliseconds once nested.
+export { setImmediate } from "node:timers";

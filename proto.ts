@@ -6,7 +6,14 @@
  * @module
  */
 
-import { Buffer, generate, type IConnackPacket, type Packet, parser } from "./deps.ts";
+import {
+  Buffer,
+  generate,
+  type IConnackPacket,
+  type Packet,
+  parser,
+  setImmediate,
+} from "./deps.ts";
 import { ConnectionLostError, ProtocolError } from "./errors.ts";
 import { frameViolation } from "./frame_check.ts";
 
@@ -236,10 +243,7 @@ export class MQTTProto {
     if (this.#closed) return;
     this.#writeQueue.push(bytes);
     this.#bufferedBytes += bytes.length;
-    if (!this.#flushScheduled && !this.#writing) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
+    this.#scheduleFlush();
   }
 
   /** Resolves once queued bytes fall to the high-water mark, or the connection closes. */
@@ -256,10 +260,7 @@ export class MQTTProto {
     while ((this.#writeQueue.length > 0 || this.#writing) && !this.#closed) {
       await new Promise<void>((resolve) => {
         this.#flushWaiters.push(resolve);
-        if (!this.#flushScheduled && !this.#writing) {
-          this.#flushScheduled = true;
-          queueMicrotask(() => this.#flush());
-        }
+        this.#scheduleFlush();
       });
     }
     this.close();
@@ -303,33 +304,45 @@ export class MQTTProto {
     }
   }
 
-  async #flush(): Promise<void> {
+  /**
+   * Writes on the next macrotask rather than the next microtask: a producer
+   * that awaits each publish (a microtask per message) gets to queue all it
+   * has first, so a window refill or a QoS 0 burst is one socket write
+   * instead of one or two frames per write.
+   */
+  #scheduleFlush(): void {
+    if (this.#flushScheduled || this.#writing) return;
+    this.#flushScheduled = true;
+    setImmediate(this.#flush);
+  }
+
+  readonly #flush = async (): Promise<void> => {
     this.#flushScheduled = false;
-    if (this.#writing) return;
+    if (this.#writing || this.#closed) return;
     this.#writing = true;
     try {
-      while (this.#writeQueue.length > 0 && !this.#closed) {
-        const chunks = this.#writeQueue;
-        this.#writeQueue = [];
-        const bytes = chunks.length === 1 ? chunks[0] : concat(chunks);
-        let offset = 0;
-        while (offset < bytes.length) {
-          offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
-        }
-        this.#bufferedBytes -= bytes.length;
-        if (!this.backedUp) this.#wakeDrainWaiters();
+      const chunks = this.#writeQueue;
+      this.#writeQueue = [];
+      const bytes = chunks.length === 1 ? chunks[0] : concat(chunks);
+      let offset = 0;
+      while (offset < bytes.length) {
+        offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
       }
+      this.#bufferedBytes -= bytes.length;
+      if (!this.backedUp) this.#wakeDrainWaiters();
     } catch (error) {
       if (!this.#closed) {
         this.close(new ConnectionLostError(`write failed: ${errorText(error)}`, { cause: error }));
       }
     } finally {
       this.#writing = false;
+      // What was queued during the write goes out on the next macrotask too.
+      if (this.#writeQueue.length > 0 && !this.#closed) this.#scheduleFlush();
       const waiters = this.#flushWaiters;
       this.#flushWaiters = [];
       for (const wake of waiters) wake();
     }
-  }
+  };
 
   #wakeDrainWaiters(): void {
     const waiters = this.#drainWaiters;

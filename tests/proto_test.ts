@@ -608,6 +608,27 @@ Deno.test("send() calls in the same tick go out in one write and arrive in one r
   });
 });
 
+Deno.test("sends separated by awaits (a producer awaiting each publish) still go out in one write", async () => {
+  await withPair(async (h) => {
+    const frames = Array.from({ length: 20 }, (_, i) => frame(publish(pattern(10, i))));
+    const writesBefore = h.writes.length;
+    for (let i = 0; i < 20; i++) {
+      h.proto.send(publish(pattern(10, i)));
+      await Promise.resolve(); // what `await client.publish(...)` costs between frames
+      await Promise.resolve();
+    }
+    let received: Uint8Array = new Uint8Array(0);
+    const expected = concat(...frames);
+    while (received.length < expected.length) {
+      const chunk = await h.peer.read();
+      assert.ok(chunk, "EOF");
+      received = concat(received, chunk);
+    }
+    assertBytes(received, expected, "what the server read");
+    assert.deepEqual(h.writes.slice(writesBefore), [expected.length], "one conn.write()");
+  });
+});
+
 Deno.test("a single small frame is written in one write", async () => {
   await withPair(async (h) => {
     const bytes = frame(publish(pattern(100)));
