@@ -499,8 +499,11 @@ export class MQTTClient implements AsyncDisposable {
       if (item.sync) entry.settle = (error) => error ? item.reject(error) : item.resolve(0);
       proto.sendBytes(encodePublish(entry.topic, entry.payload, 1, id, entry.retain, false));
       state.publishSent(entry, t);
-      // Its PUBACK deadline is the only new one; recompute only if it comes first.
-      if (t + this.#settings.responseTimeMs < this.#timerAt) this.#armTimer();
+      // Its PUBACK deadline is new, and so is the refill wait's end if this
+      // filled the window; recompute only if one of them comes first.
+      if (t + this.#settings.responseTimeMs < this.#timerAt || state.awaitingRefill) {
+        this.#armTimer();
+      }
       if (!item.sync) {
         if (state.hasWindowRoom()) item.resolve(0);
         else this.#roomWaiters.push(() => item.resolve(0));
@@ -765,6 +768,9 @@ export class MQTTClient implements AsyncDisposable {
           return;
         }
         entry.settle?.();
+        // A full window now has a pause deadline (if this was the first PUBACK
+        // since it filled); a later one only moves it, and the timer re-arms.
+        if (state.awaitingRefill) this.#armTimer();
         this.#afterAck();
         return;
       }
@@ -902,12 +908,23 @@ export class MQTTClient implements AsyncDisposable {
     if (dead) {
       this.#settings.logger.warn(`link is dead: ${dead}`);
       proto?.close(new ResponseTimeoutError(dead));
-    } else if (this.#proto && this.#state.pingDue(t)) {
-      this.#settings.logger.debug("sending PINGREQ");
-      this.#proto.send({ cmd: "pingreq" });
-      this.#state.pingSent(t);
+    } else if (this.#proto) {
+      if (this.#state.pingDue(t)) {
+        this.#settings.logger.debug("sending PINGREQ");
+        this.#sendPing(this.#proto, t);
+      }
+      // PUBACKs paused while the window waits for a refill: whatever goes out
+      // now carries our TCP ACK, which a Nagle peer needs to send the rest.
+      const pause = this.#state.ackPauseAction(t);
+      if (pause === "refill") this.#afterAck();
+      else if (pause === "ping") this.#sendPing(this.#proto, t);
     }
     this.#armTimer();
+  }
+
+  #sendPing(proto: MQTTProto, t: number): void {
+    proto.send({ cmd: "pingreq" });
+    this.#state.pingSent(t);
   }
 
   // ---- shutdown ------------------------------------------------------------------

@@ -72,6 +72,8 @@ export const INITIAL_WINDOW = 64;
 const QUEUE_ALLOWANCE_MS = 1;
 /** How long the smallest round trip seen stays the reference, ms. */
 const MIN_RTT_EPOCH_MS = 10_000;
+/** A gap in PUBACKs this long ends a full window's wait for a refill's worth, ms. */
+export const ACK_PAUSE_MS = 1;
 
 /**
  * Session state of one client, driven by the client's I/O code.
@@ -108,6 +110,12 @@ export class MqttState {
   // of the client's CPU in a stream. The window still keeps three quarters
   // in flight, and it is sized to twice what the link needs.
   #awaitingRefill = false;
+  // A peer that holds small segments until they are ACKed (Nagle: mosquitto's
+  // default) can stop sending PUBACKs until our delayed TCP ACK goes out, up to
+  // 40 ms later, unless a write of ours carries it sooner. So the wait ends
+  // early when PUBACKs pause: the refill is then the write that carries it.
+  #acksDuringWait = 0; // PUBACKs since the window filled: the peer is answering
+  #lastAckAt = 0;
 
   /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
   readonly inflight: Map<number, InflightPublish> = new Map();
@@ -154,6 +162,7 @@ export class MqttState {
     // A new connection may take another path: learn its round trip afresh.
     this.#window = Math.min(INITIAL_WINDOW, this.#maxInflight);
     this.#awaitingRefill = this.inflight.size > this.#refillLevel();
+    this.#acksDuringWait = 0;
     this.#minRtt = Infinity;
     this.#epochMinRtt = Infinity;
     this.#epochEnd = now + MIN_RTT_EPOCH_MS;
@@ -229,7 +238,10 @@ export class MqttState {
     this.inflight.set(publish.id, publish);
     this.#lastSentAt = now;
     this.#windowLimited = this.inflight.size >= this.#window;
-    if (this.#windowLimited) this.#awaitingRefill = true;
+    if (this.#windowLimited && !this.#awaitingRefill) {
+      this.#awaitingRefill = true;
+      this.#acksDuringWait = 0;
+    }
   }
 
   /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
@@ -240,10 +252,41 @@ export class MqttState {
     // A re-sent publish's PUBACK may answer either send: no round-trip sample.
     if (!publish.dup) this.#adaptWindow(now - publish.sentAt, now);
     this.inflight.delete(id);
+    this.#lastAckAt = now;
+    this.#acksDuringWait++;
     if (this.#awaitingRefill && this.inflight.size <= this.#refillLevel()) {
       this.#awaitingRefill = false;
     }
     return publish;
+  }
+
+  /** Whether a full window is waiting for a refill's worth of PUBACKs. */
+  get awaitingRefill(): boolean {
+    return this.#awaitingRefill;
+  }
+
+  /**
+   * Ends a refill wait once no PUBACK has come for {@linkcode ACK_PAUSE_MS},
+   * and says what the client must write so that its TCP ACK goes out now:
+   * `"refill"` when new publishes fit the window, `"ping"` when they do not
+   * (a PINGREQ then carries it), undefined when nothing is due. The client
+   * calls it from its timer ({@linkcode nextDeadline} includes the moment).
+   */
+  ackPauseAction(now: number): "refill" | "ping" | undefined {
+    if (now < this.#ackPauseEndsAt()) return undefined;
+    this.#awaitingRefill = false;
+    if (this.hasWindowRoom()) return "refill";
+    return this.#pingSentAt === undefined ? "ping" : undefined;
+  }
+
+  /**
+   * When a pause in PUBACKs ends the refill wait; Infinity unless the window
+   * waits and the peer has answered since it filled (before its first PUBACK
+   * the silence is just the round trip).
+   */
+  #ackPauseEndsAt(): number {
+    if (!this.#awaitingRefill || this.#acksDuringWait === 0) return Infinity;
+    return this.#lastAckAt + ACK_PAUSE_MS;
   }
 
   /** How few publishes may be in flight before a full window takes new ones again. */
@@ -360,9 +403,9 @@ export class MqttState {
   }
 
   /**
-   * The earliest time at which {@linkcode pingDue} or
-   * {@linkcode deadLinkReason} may change its answer; Infinity when nothing is
-   * pending. The client sets one timer for it.
+   * The earliest time at which {@linkcode pingDue},
+   * {@linkcode deadLinkReason} or {@linkcode ackPauseAction} may change its
+   * answer; Infinity when nothing is pending. The client sets one timer for it.
    */
   nextDeadline(): number {
     let at = Infinity;
@@ -378,6 +421,7 @@ export class MqttState {
     if (publish) at = Math.min(at, publish.sentAt + limit);
     const request = first(this.requests);
     if (request) at = Math.min(at, request.sentAt + limit);
+    at = Math.min(at, this.#ackPauseEndsAt());
     return at;
   }
 

@@ -406,6 +406,9 @@ export class FakeConnection {
   #autoPuback = false;
   #dropAfter = 0;
   #publishCount = 0;
+  #nagle = false;
+  #unacknowledged = false; // nagle: a write the client has not yet "ACKed" by sending
+  #held: { bytes: Uint8Array; packet: Packet | undefined }[] = [];
 
   /**
    * Wraps an accepted socket and starts reading from it. {@linkcode FakeBroker}
@@ -502,6 +505,27 @@ export class FakeConnection {
   }
 
   /**
+   * Behaves like a broker whose TCP stack runs Nagle's algorithm (mosquitto's
+   * default) facing a client whose delayed TCP ACK never fires: once a write
+   * is out, later frames are held back until the client sends something, and
+   * then go out together (`on`, default true; off releases what is held).
+   * A client that stops writing while it waits for held PUBACKs stalls for
+   * good here, where a real link would stall for the delayed-ACK time.
+   *
+   * @example
+   * ```ts ignore
+   * const conn = await broker.accept();
+   * await conn.handshake();
+   * conn.autoPuback();
+   * conn.nagle(); // PUBACKs after the first wait for the client's next packet
+   * ```
+   */
+  nagle(on = true): void {
+    this.#nagle = on;
+    if (!on) this.#clientAcknowledged();
+  }
+
+  /**
    * Closes the connection right after the `n`-th PUBLISH received on this
    * connection (counting those already received) arrives, without acking it.
    * In scripted mode that PUBLISH is still delivered through {@linkcode next};
@@ -579,15 +603,23 @@ export class FakeConnection {
 
   #write(bytes: Uint8Array, packet: Packet | undefined): Promise<void> {
     if (this.#isClosed || this.#silenced || this.#draining) return Promise.resolve();
+    if (this.#nagle && this.#unacknowledged) {
+      this.#held.push({ bytes, packet });
+      return Promise.resolve();
+    }
+    if (this.#nagle) this.#unacknowledged = true;
+    return this.#writeFrames([{ bytes, packet }]);
+  }
+
+  /** Records `frames` and writes them as one socket write, after earlier writes. */
+  #writeFrames(frames: { bytes: Uint8Array; packet: Packet | undefined }[]): Promise<void> {
     const write = this.#writeChain.then(async () => {
       if (this.#isClosed || this.#silenced) return;
-      this.#record({
-        direction: "toClient",
-        connection: this.id,
-        time: performance.now(),
-        bytes,
-        packet,
-      });
+      const time = performance.now();
+      for (const { bytes, packet } of frames) {
+        this.#record({ direction: "toClient", connection: this.id, time, bytes, packet });
+      }
+      const bytes = frames.length === 1 ? frames[0].bytes : concat(frames.map((f) => f.bytes));
       try {
         let offset = 0;
         while (offset < bytes.length) offset += await this.#conn.write(bytes.subarray(offset));
@@ -597,6 +629,16 @@ export class FakeConnection {
     });
     this.#writeChain = write.catch(() => {});
     return write;
+  }
+
+  /** Data from the client carries its TCP ACK: what Nagle held goes out now, as one segment. */
+  #clientAcknowledged(): void {
+    this.#unacknowledged = false;
+    if (this.#held.length === 0 || this.#isClosed || this.#silenced) return;
+    const held = this.#held;
+    this.#held = [];
+    this.#unacknowledged = this.#nagle;
+    this.#writeFrames(held);
   }
 
   #record(record: FrameRecord): void {
@@ -623,6 +665,7 @@ export class FakeConnection {
   }
 
   #receive(chunk: Uint8Array): void {
+    if (this.#nagle || this.#held.length > 0) this.#clientAcknowledged();
     let frames: Uint8Array[];
     try {
       frames = this.#splitter.push(chunk);

@@ -193,6 +193,26 @@ Deno.test("drop after the Nth PUBLISH: a 50-message stream still arrives complet
   await second;
 });
 
+Deno.test("a broker that holds PUBACKs until the client sends (Nagle, no delayed ACK) does not stall a stream", async () => {
+  await using broker = await FakeBroker.start();
+  const { client, conn } = await connected(broker, { maxInflight: 64 });
+  conn.autoPuback();
+  conn.autoPingresp();
+  conn.nagle(); // without a write from the client, held PUBACKs never come
+  const count = 2000;
+  const sending = (async () => {
+    for (let i = 0; i < count; i++) await client.publish("n", `${i}`, { qos: 1, sync: false });
+  })();
+  await within(sending, 10_000, "every publish to leave the window");
+  const published = () =>
+    conn.frames.filter((f) => f.direction === "toBroker" && f.packet?.cmd === "publish");
+  await until(() => published().length === count, 5000, `${count} PUBLISHes at the broker`);
+  const payloads = published().map((f) => text((f.packet as { payload: Uint8Array }).payload));
+  assert.deepEqual(payloads.map(Number), Array.from({ length: count }, (_, i) => i));
+  conn.nagle(false); // the last PUBACKs, which only a delayed TCP ACK would free
+  await within(client.disconnect(), 5000, "disconnect after the last PUBACK");
+});
+
 Deno.test("the window holds maxInflight un-ACKed publishes; the next call waits and goes out on a PUBACK", async () => {
   await using broker = await FakeBroker.start();
   const { client, conn } = await connected(broker, { maxInflight: 3, responseTime: 30 });

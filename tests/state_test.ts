@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { type InflightPublish, MAX_PACKET_ID, MqttState, type StateOptions } from "../state.ts";
+import {
+  ACK_PAUSE_MS,
+  type InflightPublish,
+  MAX_PACKET_ID,
+  MqttState,
+  type StateOptions,
+} from "../state.ts";
 
 const defaults: StateOptions = { keepaliveMs: 60_000, responseTimeMs: 10_000, maxInflight: 3 };
 
@@ -97,6 +103,36 @@ Deno.test("reconnecting with a full window of re-sends waits for the same refill
   assert.equal(state.hasWindowRoom(), false, "7 re-sends are above the refill level of 6");
   state.pubackReceived(sent[0].id, 11);
   assert.ok(state.hasWindowRoom());
+});
+
+Deno.test("a pause in PUBACKs ends the refill wait: the refill carries our TCP ACK to a Nagle peer", () => {
+  const state = connectedState({ maxInflight: 8 }); // refill level 6
+  const sent = Array.from({ length: 8 }, () => publish(state, 0));
+  assert.equal(state.nextDeadline(), 10_000, "before the first PUBACK, silence is the round trip");
+  assert.equal(state.ackPauseAction(5), undefined);
+  state.pubackReceived(sent[0].id, 5); // the peer sends one, then holds the rest
+  assert.equal(state.hasWindowRoom(), false);
+  assert.equal(state.nextDeadline(), 5 + ACK_PAUSE_MS, "now a pause is a deadline");
+  assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS / 2), undefined, "not a pause yet");
+  assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS), "refill");
+  assert.ok(state.hasWindowRoom(), "the free slot may be used now");
+  assert.equal(state.nextDeadline(), 10_000, "back to the PUBACK deadline");
+});
+
+Deno.test("a pause with no room in the window asks for a PINGREQ to carry the TCP ACK", () => {
+  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
+  driveSlowLink(state, 20, 1); // the window grew to 128
+  const sent: InflightPublish[] = [];
+  while (state.hasWindowRoom()) sent.push(publish(state, 100));
+  assert.equal(sent.length, 128);
+  state.linkLost();
+  state.connectStarted(200); // the window starts again at 64, below the 128 re-sends
+  state.sessionStarted(200);
+  state.pubackReceived(sent[0].id, 201);
+  assert.equal(state.ackPauseAction(201 + ACK_PAUSE_MS), "ping");
+  state.pingSent(201 + ACK_PAUSE_MS);
+  state.pubackReceived(sent[1].id, 210);
+  assert.equal(state.ackPauseAction(300), undefined, "that pause is dealt with");
 });
 
 Deno.test("a PUBACK for an unknown id returns undefined and changes nothing", () => {
