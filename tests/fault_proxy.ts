@@ -159,7 +159,7 @@ export class FaultProxy implements AsyncDisposable {
   readonly hostname: "127.0.0.1" = HOSTNAME;
   /** The proxy's port; point the client here. */
   readonly port: number;
-  readonly #listener: Deno.Listener;
+  readonly #listener: Deno.TcpListener;
   readonly #target: { hostname: string; port: number };
   readonly #pairs = new Set<Pair>();
   readonly #pending = new Set<Promise<unknown>>();
@@ -171,7 +171,7 @@ export class FaultProxy implements AsyncDisposable {
   #refusing = false;
   #closed = false;
 
-  private constructor(listener: Deno.Listener, options: FaultProxyOptions) {
+  private constructor(listener: Deno.TcpListener, options: FaultProxyOptions) {
     this.#listener = listener;
     this.port = (listener.addr as Deno.NetAddr).port;
     this.#target = { hostname: options.targetHostname, port: options.targetPort };
@@ -287,7 +287,7 @@ export class FaultProxy implements AsyncDisposable {
 
   async #accept(): Promise<void> {
     while (!this.#closed) {
-      let client: Deno.Conn;
+      let client: Deno.TcpConn;
       try {
         client = await this.#listener.accept();
       } catch {
@@ -305,8 +305,8 @@ export class FaultProxy implements AsyncDisposable {
     }
   }
 
-  async #connect(client: Deno.Conn): Promise<void> {
-    let server: Deno.Conn;
+  async #connect(client: Deno.TcpConn): Promise<void> {
+    let server: Deno.TcpConn;
     try {
       server = await Deno.connect(this.#target);
     } catch {
@@ -318,6 +318,10 @@ export class FaultProxy implements AsyncDisposable {
       server.close();
       return;
     }
+    // A delay line, not a second TCP stack with its own Nagle holds: each
+    // chunk goes on as it was read.
+    client.setNoDelay(true);
+    server.setNoDelay(true);
     const pair = new Pair(this, client, server, () => this.#pairs.delete(pair));
     this.#pairs.add(pair);
     await pair.done;
