@@ -82,6 +82,10 @@ const INCOMING_RESUME = 16;
 
 const MAX_REMAINING_LENGTH = 268_435_455;
 const now = () => performance.now();
+/** For frames whose sender waits for the answer: written on the next microtask. */
+const URGENT = { urgent: true } as const;
+/** For frames that may wait for the next macrotask, to share a write. */
+const BATCHED = { urgent: false } as const;
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
@@ -290,7 +294,7 @@ export class MQTTClient implements AsyncDisposable {
     const proto = this.#proto;
     if (proto && this.#state.inflight.size > 0) await this.#waitIdle(proto);
     if (proto && !proto.isClosed) {
-      proto.send({ cmd: "disconnect" });
+      proto.send({ cmd: "disconnect" }, URGENT);
       // A broker that stopped reading must not make disconnect() hang.
       await this.#bounded(proto.end(), this.#settings.responseTimeMs);
     }
@@ -497,13 +501,13 @@ export class MQTTClient implements AsyncDisposable {
         dup: false,
       };
       if (item.sync) entry.settle = (error) => error ? item.reject(error) : item.resolve(0);
-      proto.sendBytes(encodePublish(entry.topic, entry.payload, 1, id, entry.retain, false));
+      // A sync caller waits for this PUBACK: no macrotask's delay. A stream's
+      // publishes wait for the macrotask, to share one write.
+      const frame = encodePublish(entry.topic, entry.payload, 1, id, entry.retain, false);
+      proto.sendBytes(frame, item.sync ? URGENT : BATCHED);
       state.publishSent(entry, t);
-      // Its PUBACK deadline is new, and so is the refill wait's end if this
-      // filled the window; recompute only if one of them comes first.
-      if (t + this.#settings.responseTimeMs < this.#timerAt || state.awaitingRefill) {
-        this.#armTimer();
-      }
+      // Its PUBACK deadline is the only new one; recompute only if it comes first.
+      if (t + this.#settings.responseTimeMs < this.#timerAt) this.#armTimer();
       if (!item.sync) {
         if (state.hasWindowRoom()) item.resolve(0);
         else this.#roomWaiters.push(() => item.resolve(0));
@@ -524,7 +528,7 @@ export class MQTTClient implements AsyncDisposable {
         item.resolve(result[0] ?? 0);
       },
     };
-    proto.send(requestPacket(request));
+    proto.send(requestPacket(request), URGENT);
     state.requestSent(request, t);
     this.#armTimer();
   }
@@ -540,7 +544,7 @@ export class MQTTClient implements AsyncDisposable {
     if (!this.#everConnected && s.clean) {
       const { proto } = await this.#handshake(true);
       s.logger.debug("clean session started; reconnecting with CleanSession=0 to keep it");
-      proto.send({ cmd: "disconnect" });
+      proto.send({ cmd: "disconnect" }, URGENT);
       await proto.end();
     }
     const { proto, sessionPresent } = await this.#handshake(false);
@@ -579,7 +583,7 @@ export class MQTTClient implements AsyncDisposable {
     }, { maxPacketSize: s.maxPacketSize });
     this.#connecting = proto;
     try {
-      proto.send(this.#connectPacket(cleanSession));
+      proto.send(this.#connectPacket(cleanSession), URGENT);
       this.#state.connectStarted(now());
       this.#armTimer();
       const connack = await proto.handshake();
@@ -756,6 +760,14 @@ export class MQTTClient implements AsyncDisposable {
     // Packets that share a read with the CONNACK arrive before the handshake's
     // continuation has made this proto the live one: they belong to it already.
     if (proto !== this.#proto && proto !== this.#connecting) return;
+    this.#handlePacket(proto, packet);
+    // A packet may start the silence deadline after which a write lets a
+    // Nagle broker's held PUBACKs out (a later packet only moves it later; the
+    // timer re-arms when it fires), so this rarely touches the timer.
+    this.#armTimer();
+  }
+
+  #handlePacket(proto: MQTTProto, packet: Packet): void {
     const state = this.#state;
     const t = now();
     switch (packet.cmd) {
@@ -768,9 +780,6 @@ export class MQTTClient implements AsyncDisposable {
           return;
         }
         entry.settle?.();
-        // A full window now has a pause deadline (if this was the first PUBACK
-        // since it filled); a later one only moves it, and the timer re-arms.
-        if (state.awaitingRefill) this.#armTimer();
         this.#afterAck();
         return;
       }
@@ -923,7 +932,7 @@ export class MQTTClient implements AsyncDisposable {
   }
 
   #sendPing(proto: MQTTProto, t: number): void {
-    proto.send({ cmd: "pingreq" });
+    proto.send({ cmd: "pingreq" }, URGENT);
     this.#state.pingSent(t);
   }
 

@@ -140,6 +140,16 @@ export interface ProtoOptions {
   highWaterMark?: number;
 }
 
+/** How soon a queued frame must be written. */
+export interface SendOptions {
+  /**
+   * The sender waits for the answer (CONNECT, PINGREQ, SUBSCRIBE, a sync
+   * publish): write on the next microtask rather than the next macrotask.
+   * Default false.
+   */
+  urgent?: boolean;
+}
+
 const READ_SIZE = 64 * 1024;
 const PUBACK_HEADER = 0x40;
 const DEFAULT_MAX_PACKET = 4 * 1024 * 1024;
@@ -172,7 +182,9 @@ export class MQTTProto {
 
   #writeQueue: Uint8Array[] = [];
   #bufferedBytes = 0;
-  #flushScheduled = false;
+  #urgent = false; // a frame queued since the last write should not wait for the macrotask
+  #microtaskFlushScheduled = false;
+  #macrotaskFlushScheduled = false;
   #writing = false;
   #drainWaiters: (() => void)[] = [];
   #flushWaiters: (() => void)[] = [];
@@ -234,15 +246,16 @@ export class MQTTProto {
   }
 
   /** Encodes `packet` and queues it for the next coalesced write. */
-  send(packet: Packet): void {
-    this.sendBytes(generate(packet));
+  send(packet: Packet, options: SendOptions = {}): void {
+    this.sendBytes(generate(packet), options);
   }
 
   /** Queues raw frame bytes for the next coalesced write. */
-  sendBytes(bytes: Uint8Array): void {
+  sendBytes(bytes: Uint8Array, options: SendOptions = {}): void {
     if (this.#closed) return;
     this.#writeQueue.push(bytes);
     this.#bufferedBytes += bytes.length;
+    if (options.urgent) this.#urgent = true;
     this.#scheduleFlush();
   }
 
@@ -260,6 +273,7 @@ export class MQTTProto {
     while ((this.#writeQueue.length > 0 || this.#writing) && !this.#closed) {
       await new Promise<void>((resolve) => {
         this.#flushWaiters.push(resolve);
+        this.#urgent = true;
         this.#scheduleFlush();
       });
     }
@@ -305,21 +319,39 @@ export class MQTTProto {
   }
 
   /**
-   * Writes on the next macrotask rather than the next microtask: a producer
-   * that awaits each publish (a microtask per message) gets to queue all it
-   * has first, so a window refill or a QoS 0 burst is one socket write
-   * instead of one or two frames per write.
+   * Writes on the next macrotask: a producer that awaits each publish (a
+   * microtask per message) gets to queue all it has first, so a window refill
+   * or a QoS 0 burst is one socket write instead of one or two frames per
+   * write. An urgent frame (its sender waits for the answer) goes out on the
+   * next microtask instead, with everything queued before it.
    */
   #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#writing) return;
-    this.#flushScheduled = true;
-    setImmediate(this.#flush);
+    if (this.#writing) return; // the write under way reschedules when it is done
+    if (this.#urgent) {
+      if (this.#microtaskFlushScheduled) return;
+      this.#microtaskFlushScheduled = true;
+      queueMicrotask(this.#flushFromMicrotask);
+    } else {
+      if (this.#macrotaskFlushScheduled) return;
+      this.#macrotaskFlushScheduled = true;
+      setImmediate(this.#flushFromMacrotask);
+    }
   }
 
-  readonly #flush = async (): Promise<void> => {
-    this.#flushScheduled = false;
-    if (this.#writing || this.#closed) return;
+  readonly #flushFromMicrotask = (): void => {
+    this.#microtaskFlushScheduled = false;
+    this.#flush();
+  };
+
+  readonly #flushFromMacrotask = (): void => {
+    this.#macrotaskFlushScheduled = false;
+    this.#flush();
+  };
+
+  async #flush(): Promise<void> {
+    if (this.#writing || this.#closed || this.#writeQueue.length === 0) return;
     this.#writing = true;
+    this.#urgent = false;
     try {
       const chunks = this.#writeQueue;
       this.#writeQueue = [];
@@ -336,13 +368,12 @@ export class MQTTProto {
       }
     } finally {
       this.#writing = false;
-      // What was queued during the write goes out on the next macrotask too.
       if (this.#writeQueue.length > 0 && !this.#closed) this.#scheduleFlush();
       const waiters = this.#flushWaiters;
       this.#flushWaiters = [];
       for (const wake of waiters) wake();
     }
-  };
+  }
 
   #wakeDrainWaiters(): void {
     const waiters = this.#drainWaiters;

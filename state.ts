@@ -72,7 +72,7 @@ export const INITIAL_WINDOW = 64;
 const QUEUE_ALLOWANCE_MS = 1;
 /** How long the smallest round trip seen stays the reference, ms. */
 const MIN_RTT_EPOCH_MS = 10_000;
-/** A gap in PUBACKs this long ends a full window's wait for a refill's worth, ms. */
+/** A gap this long in the broker's packets ends a full window's wait for a refill, ms. */
 export const ACK_PAUSE_MS = 1;
 
 /**
@@ -114,8 +114,7 @@ export class MqttState {
   // default) can stop sending PUBACKs until our delayed TCP ACK goes out, up to
   // 40 ms later, unless a write of ours carries it sooner. So the wait ends
   // early when PUBACKs pause: the refill is then the write that carries it.
-  #acksDuringWait = 0; // PUBACKs since the window filled: the peer is answering
-  #lastAckAt = 0;
+  #heardSinceWrite = false; // the broker sent something we have not written after
 
   /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
   readonly inflight: Map<number, InflightPublish> = new Map();
@@ -157,12 +156,11 @@ export class MqttState {
     this.#linkUp = false;
     this.#connackDeadline = now + this.#responseTimeMs;
     this.#pingSentAt = undefined;
-    this.#lastSentAt = now;
+    this.#wrote(now);
     this.#lastReceivedAt = now;
     // A new connection may take another path: learn its round trip afresh.
     this.#window = Math.min(INITIAL_WINDOW, this.#maxInflight);
     this.#awaitingRefill = this.inflight.size > this.#refillLevel();
-    this.#acksDuringWait = 0;
     this.#minRtt = Infinity;
     this.#epochMinRtt = Infinity;
     this.#epochEnd = now + MIN_RTT_EPOCH_MS;
@@ -185,7 +183,7 @@ export class MqttState {
     }
     const requests = [...this.requests.values()];
     for (const request of requests) request.sentAt = now;
-    if (publishes.length > 0 || requests.length > 0) this.#lastSentAt = now;
+    if (publishes.length > 0 || requests.length > 0) this.#wrote(now);
     return { publishes, requests };
   }
 
@@ -236,24 +234,21 @@ export class MqttState {
   publishSent(publish: InflightPublish, now: number): void {
     publish.sentAt = now;
     this.inflight.set(publish.id, publish);
-    this.#lastSentAt = now;
+    this.#wrote(now);
     this.#windowLimited = this.inflight.size >= this.#window;
     if (this.#windowLimited && !this.#awaitingRefill) {
       this.#awaitingRefill = true;
-      this.#acksDuringWait = 0;
     }
   }
 
   /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
   pubackReceived(id: number, now: number): InflightPublish | undefined {
-    this.#lastReceivedAt = now;
+    this.#heard(now);
     const publish = this.inflight.get(id);
     if (!publish) return undefined;
     // A re-sent publish's PUBACK may answer either send: no round-trip sample.
     if (!publish.dup) this.#adaptWindow(now - publish.sentAt, now);
     this.inflight.delete(id);
-    this.#lastAckAt = now;
-    this.#acksDuringWait++;
     if (this.#awaitingRefill && this.inflight.size <= this.#refillLevel()) {
       this.#awaitingRefill = false;
     }
@@ -266,27 +261,34 @@ export class MqttState {
   }
 
   /**
-   * Ends a refill wait once no PUBACK has come for {@linkcode ACK_PAUSE_MS},
-   * and says what the client must write so that its TCP ACK goes out now:
-   * `"refill"` when new publishes fit the window, `"ping"` when they do not
-   * (a PINGREQ then carries it), undefined when nothing is due. The client
+   * What the client must write now so that its TCP ACK goes out, because
+   * the broker answered and then fell silent while PUBACKs are due: a broker
+   * running Nagle's algorithm (mosquitto's default) holds further packets
+   * until that ACK, which Linux delays up to 40 ms unless a write carries it.
+   * `"refill"`: a full window's wait is over and new publishes fit;
+   * `"ping"`: a PINGREQ carries it; undefined: nothing is due. The client
    * calls it from its timer ({@linkcode nextDeadline} includes the moment).
    */
   ackPauseAction(now: number): "refill" | "ping" | undefined {
     if (now < this.#ackPauseEndsAt()) return undefined;
-    this.#awaitingRefill = false;
-    if (this.hasWindowRoom()) return "refill";
-    return this.#pingSentAt === undefined ? "ping" : undefined;
+    if (this.#awaitingRefill) {
+      this.#awaitingRefill = false;
+      if (this.hasWindowRoom()) return "refill";
+    }
+    return "ping";
   }
 
   /**
-   * When a pause in PUBACKs ends the refill wait; Infinity unless the window
-   * waits and the peer has answered since it filled (before its first PUBACK
-   * the silence is just the round trip).
+   * When silence after the broker's last packet calls for a write; Infinity
+   * unless we have not written since and PUBACKs are due. A full window waits
+   * {@linkcode ACK_PAUSE_MS}; otherwise the silence must also exceed two
+   * round trips, so that a slow link's plain round trip is not mistaken for
+   * a held PUBACK.
    */
   #ackPauseEndsAt(): number {
-    if (!this.#awaitingRefill || this.#acksDuringWait === 0) return Infinity;
-    return this.#lastAckAt + ACK_PAUSE_MS;
+    if (!this.#heardSinceWrite || this.inflight.size === 0) return Infinity;
+    if (this.#awaitingRefill) return this.#lastReceivedAt + ACK_PAUSE_MS;
+    return this.#lastReceivedAt + Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
   }
 
   /** How few publishes may be in flight before a full window takes new ones again. */
@@ -322,7 +324,7 @@ export class MqttState {
   requestSent(request: PendingRequest, now: number): void {
     request.sentAt = now;
     this.requests.set(request.id, request);
-    this.#lastSentAt = now;
+    this.#wrote(now);
   }
 
   /**
@@ -334,7 +336,7 @@ export class MqttState {
     kind: PendingRequest["kind"],
     now: number,
   ): PendingRequest | undefined {
-    this.#lastReceivedAt = now;
+    this.#heard(now);
     const request = this.requests.get(id);
     if (!request || request.kind !== kind) return undefined;
     this.requests.delete(id);
@@ -343,18 +345,28 @@ export class MqttState {
 
   /** Any packet other than a QoS 1 PUBLISH was written at `now`. */
   packetSent(now: number): void {
-    this.#lastSentAt = now;
+    this.#wrote(now);
   }
 
   /** Any packet was received at `now` (all of them prove the link is alive). */
   packetReceived(now: number): void {
-    this.#lastReceivedAt = now;
+    this.#heard(now);
   }
 
   /** A PINGRESP arrived. */
   pingrespReceived(now: number): void {
-    this.#lastReceivedAt = now;
+    this.#heard(now);
     this.#pingSentAt = undefined;
+  }
+
+  #wrote(now: number): void {
+    this.#lastSentAt = now;
+    this.#heardSinceWrite = false;
+  }
+
+  #heard(now: number): void {
+    this.#lastReceivedAt = now;
+    this.#heardSinceWrite = true;
   }
 
   // ---- keepalive and dead-link detection ----------------------------------
@@ -370,10 +382,10 @@ export class MqttState {
     return now - Math.min(this.#lastSentAt, this.#lastReceivedAt) >= this.#keepaliveMs;
   }
 
-  /** A PINGREQ was written at `now`. */
+  /** A PINGREQ was written at `now` (the first unanswered one is the one timed). */
   pingSent(now: number): void {
-    this.#pingSentAt = now;
-    this.#lastSentAt = now;
+    this.#pingSentAt ??= now;
+    this.#wrote(now);
   }
 
   /**

@@ -629,6 +629,21 @@ Deno.test("sends separated by awaits (a producer awaiting each publish) still go
   });
 });
 
+Deno.test("an urgent frame is written within microtasks; a batched one waits for the macrotask", async () => {
+  await withPair(async (h) => {
+    const writesBefore = h.writes.length;
+    h.proto.sendBytes(frame(publish(pattern(10, 1))));
+    await Promise.resolve();
+    await Promise.resolve();
+    assert.equal(h.writes.length, writesBefore, "batched: not yet written");
+    h.proto.send({ cmd: "pingreq" }, { urgent: true });
+    await Promise.resolve();
+    assert.equal(h.writes.length, writesBefore + 1, "urgent: written, with the frame before it");
+    const expected = concat(frame(publish(pattern(10, 1))), new Uint8Array([0xc0, 0]));
+    assert.deepEqual(h.writes.slice(writesBefore), [expected.length]);
+  });
+});
+
 Deno.test("a single small frame is written in one write", async () => {
   await withPair(async (h) => {
     const bytes = frame(publish(pattern(100)));

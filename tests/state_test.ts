@@ -116,6 +116,7 @@ Deno.test("a pause in PUBACKs ends the refill wait: the refill carries our TCP A
   assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS / 2), undefined, "not a pause yet");
   assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS), "refill");
   assert.ok(state.hasWindowRoom(), "the free slot may be used now");
+  publish(state, 6); // the refill, carrying the TCP ACK
   assert.equal(state.nextDeadline(), 10_000, "back to the PUBACK deadline");
 });
 
@@ -133,6 +134,44 @@ Deno.test("a pause with no room in the window asks for a PINGREQ to carry the TC
   state.pingSent(201 + ACK_PAUSE_MS);
   state.pubackReceived(sent[1].id, 210);
   assert.equal(state.ackPauseAction(300), undefined, "that pause is dealt with");
+});
+
+Deno.test("any packet from the broker (a PINGRESP) counts as its answer: a pause after it ends the wait", () => {
+  const state = connectedState({ maxInflight: 8 });
+  state.pingSent(0);
+  Array.from({ length: 8 }, () => publish(state, 0));
+  state.pingrespReceived(2); // sent at once; the PUBACKs behind it are held
+  assert.equal(state.nextDeadline(), 2 + ACK_PAUSE_MS);
+  assert.equal(state.ackPauseAction(2 + ACK_PAUSE_MS), "ping");
+});
+
+Deno.test("silence after a PUBACK with more due, longer than two round trips, asks for a PINGREQ", () => {
+  const state = connectedState({ maxInflight: 8 });
+  const a = publish(state, 0);
+  publish(state, 0);
+  state.pubackReceived(a.id, 3); // round trip 3 ms; the second PUBACK may be held
+  assert.equal(state.nextDeadline(), 3 + 2 * 3, "two round trips after the last packet");
+  assert.equal(state.ackPauseAction(8), undefined, "could still be the round trip");
+  assert.equal(state.ackPauseAction(9), "ping");
+  state.pingSent(9);
+  assert.equal(state.ackPauseAction(50), undefined, "one write per silence");
+});
+
+Deno.test("no PINGREQ for silence when nothing is due or we wrote last", () => {
+  const state = connectedState({ maxInflight: 8 });
+  const a = publish(state, 0);
+  state.pubackReceived(a.id, 3);
+  assert.equal(state.ackPauseAction(100), undefined, "nothing in flight");
+  publish(state, 100);
+  assert.equal(state.ackPauseAction(200), undefined, "we wrote after the broker's last packet");
+});
+
+Deno.test("a second PINGREQ before the first PINGRESP keeps the first one's deadline", () => {
+  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
+  state.pingSent(100);
+  state.pingSent(300);
+  assert.equal(state.deadLinkReason(599), undefined);
+  assert.equal(state.deadLinkReason(600), "no PINGRESP within 500 ms");
 });
 
 Deno.test("a PUBACK for an unknown id returns undefined and changes nothing", () => {
