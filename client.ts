@@ -922,11 +922,10 @@ export class MQTTClient implements AsyncDisposable {
         this.#settings.logger.debug("sending PINGREQ");
         this.#sendPing(this.#proto, t);
       }
-      // PUBACKs paused while the window waits for a refill: whatever goes out
-      // now carries our TCP ACK, which a Nagle peer needs to send the rest.
-      const pause = this.#state.ackPauseAction(t);
-      if (pause === "refill") this.#afterAck();
-      else if (pause === "ping") this.#sendPing(this.#proto, t);
+      // The broker fell silent after a packet while PUBACKs are due: a
+      // broker running Nagle's algorithm may hold them until our TCP ACK,
+      // which this PINGREQ carries at once.
+      if (this.#state.ackNudgeDue(t)) this.#sendPing(this.#proto, t);
     }
     this.#armTimer();
   }

@@ -72,8 +72,14 @@ export const INITIAL_WINDOW = 64;
 const QUEUE_ALLOWANCE_MS = 1;
 /** How long the smallest round trip seen stays the reference, ms. */
 const MIN_RTT_EPOCH_MS = 10_000;
-/** A gap this long in the broker's packets ends a full window's wait for a refill, ms. */
+/**
+ * Silence after a broker packet, with a full window, after which the client
+ * writes so that its TCP ACK goes out (a broker running Nagle's algorithm
+ * holds further PUBACKs until then), ms.
+ */
 export const ACK_PAUSE_MS = 1;
+/** Silences longer than this are left to the TCP stack's delayed ACK (40 ms on Linux), ms. */
+export const MAX_ACK_PAUSE_MS = 32;
 
 /**
  * Session state of one client, driven by the client's I/O code.
@@ -104,17 +110,12 @@ export class MqttState {
   #epochMinRtt = Infinity;
   #epochEnd = 0;
   #windowLimited = false; // the last publish filled the window: the sender is waiting on it
-  // Once the window is full, new publishes wait until a quarter of it is ACKed
-  // instead of taking each slot as its PUBACK frees it: the refill then goes
-  // out as one socket write rather than one write per PUBACK, which was most
-  // of the client's CPU in a stream. The window still keeps three quarters
-  // in flight, and it is sized to twice what the link needs.
-  #awaitingRefill = false;
-  // A peer that holds small segments until they are ACKed (Nagle: mosquitto's
-  // default) can stop sending PUBACKs until our delayed TCP ACK goes out, up to
-  // 40 ms later, unless a write of ours carries it sooner. So the wait ends
-  // early when PUBACKs pause: the refill is then the write that carries it.
+  // A broker running Nagle's algorithm (mosquitto's default) holds small
+  // packets while an earlier one is un-ACKed, and Linux delays our TCP ACK up
+  // to 40 ms unless a write of ours carries it. So when the broker falls
+  // silent after a packet while PUBACKs are due, the client writes something.
   #heardSinceWrite = false; // the broker sent something we have not written after
+  #pingsSinceAck = 0; // PINGREQs written since the last PUBACK
 
   /** Un-ACKed QoS 1 publishes; Map iteration order is send order. */
   readonly inflight: Map<number, InflightPublish> = new Map();
@@ -158,9 +159,9 @@ export class MqttState {
     this.#pingSentAt = undefined;
     this.#wrote(now);
     this.#lastReceivedAt = now;
+    this.#pingsSinceAck = 0;
     // A new connection may take another path: learn its round trip afresh.
     this.#window = Math.min(INITIAL_WINDOW, this.#maxInflight);
-    this.#awaitingRefill = this.inflight.size > this.#refillLevel();
     this.#minRtt = Infinity;
     this.#epochMinRtt = Infinity;
     this.#epochEnd = now + MIN_RTT_EPOCH_MS;
@@ -196,13 +197,9 @@ export class MqttState {
 
   // ---- packet ids and the window ------------------------------------------
 
-  /**
-   * Whether a new QoS 1 publish may be written now: the window is not full
-   * and, once it was, a refill's worth of it has been ACKed.
-   */
+  /** Whether a new QoS 1 publish may be written now. */
   hasWindowRoom(): boolean {
-    return !this.#awaitingRefill && this.inflight.size < this.#window &&
-      this.#idsInUse() < MAX_PACKET_ID;
+    return this.inflight.size < this.#window && this.#idsInUse() < MAX_PACKET_ID;
   }
 
   /** Whether a packet id is free for a subscribe/unsubscribe. */
@@ -236,65 +233,47 @@ export class MqttState {
     this.inflight.set(publish.id, publish);
     this.#wrote(now);
     this.#windowLimited = this.inflight.size >= this.#window;
-    if (this.#windowLimited && !this.#awaitingRefill) {
-      this.#awaitingRefill = true;
-    }
   }
 
   /** A PUBACK arrived. Returns the acknowledged publish, or undefined for an unknown id. */
   pubackReceived(id: number, now: number): InflightPublish | undefined {
     this.#heard(now);
+    this.#pingsSinceAck = 0;
     const publish = this.inflight.get(id);
     if (!publish) return undefined;
     // A re-sent publish's PUBACK may answer either send: no round-trip sample.
     if (!publish.dup) this.#adaptWindow(now - publish.sentAt, now);
     this.inflight.delete(id);
-    if (this.#awaitingRefill && this.inflight.size <= this.#refillLevel()) {
-      this.#awaitingRefill = false;
-    }
     return publish;
   }
 
-  /** Whether a full window is waiting for a refill's worth of PUBACKs. */
-  get awaitingRefill(): boolean {
-    return this.#awaitingRefill;
-  }
-
   /**
-   * What the client must write now so that its TCP ACK goes out, because
-   * the broker answered and then fell silent while PUBACKs are due: a broker
-   * running Nagle's algorithm (mosquitto's default) holds further packets
-   * until that ACK, which Linux delays up to 40 ms unless a write carries it.
-   * `"refill"`: a full window's wait is over and new publishes fit;
-   * `"ping"`: a PINGREQ carries it; undefined: nothing is due. The client
-   * calls it from its timer ({@linkcode nextDeadline} includes the moment).
+   * Whether a PINGREQ should go out now to carry our TCP ACK: the broker sent
+   * a packet and then fell silent while PUBACKs are due, and nothing of ours
+   * was written since (see {@linkcode ACK_PAUSE_MS}). Publishes that could
+   * have carried it went out when that packet freed their room. The client
+   * asks from its timer ({@linkcode nextDeadline} includes the moment).
    */
-  ackPauseAction(now: number): "refill" | "ping" | undefined {
-    if (now < this.#ackPauseEndsAt()) return undefined;
-    if (this.#awaitingRefill) {
-      this.#awaitingRefill = false;
-      if (this.hasWindowRoom()) return "refill";
-    }
-    return "ping";
+  ackNudgeDue(now: number): boolean {
+    return now >= this.#ackPauseEndsAt();
   }
 
   /**
    * When silence after the broker's last packet calls for a write; Infinity
-   * unless we have not written since and PUBACKs are due. A full window waits
-   * {@linkcode ACK_PAUSE_MS}; otherwise the silence must also exceed two
-   * round trips, so that a slow link's plain round trip is not mistaken for
-   * a held PUBACK.
+   * unless PUBACKs are due and we have not written since that packet. Any
+   * packet counts: a PINGRESP may be what got through ahead of held PUBACKs.
+   * A full window waits {@linkcode ACK_PAUSE_MS}; otherwise the silence must
+   * also exceed two round trips, so that a slow link's plain round trip is
+   * not mistaken for a hold. Each PINGREQ without a PUBACK since doubles the
+   * wait (a slow broker is not pinged in a loop), and past
+   * {@linkcode MAX_ACK_PAUSE_MS} the peer's own delayed ACK is as quick.
    */
   #ackPauseEndsAt(): number {
-    if (!this.#heardSinceWrite || this.inflight.size === 0) return Infinity;
-    if (this.#awaitingRefill) return this.#lastReceivedAt + ACK_PAUSE_MS;
-    return this.#lastReceivedAt + Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
-  }
-
-  /** How few publishes may be in flight before a full window takes new ones again. */
-  #refillLevel(): number {
-    const window = Math.floor(this.#window);
-    return window - Math.max(1, Math.floor(window / 4));
+    if (this.inflight.size === 0 || !this.#heardSinceWrite) return Infinity;
+    const windowFull = this.inflight.size >= this.#window;
+    const base = windowFull ? ACK_PAUSE_MS : Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
+    const pause = base * 2 ** this.#pingsSinceAck;
+    return pause > MAX_ACK_PAUSE_MS ? Infinity : this.#lastReceivedAt + pause;
   }
 
   #adaptWindow(rtt: number, now: number): void {
@@ -385,6 +364,7 @@ export class MqttState {
   /** A PINGREQ was written at `now` (the first unanswered one is the one timed). */
   pingSent(now: number): void {
     this.#pingSentAt ??= now;
+    this.#pingsSinceAck++;
     this.#wrote(now);
   }
 
@@ -416,7 +396,7 @@ export class MqttState {
 
   /**
    * The earliest time at which {@linkcode pingDue},
-   * {@linkcode deadLinkReason} or {@linkcode ackPauseAction} may change its
+   * {@linkcode deadLinkReason} or {@linkcode ackNudgeDue} may change its
    * answer; Infinity when nothing is pending. The client sets one timer for it.
    */
   nextDeadline(): number {
@@ -448,7 +428,6 @@ export class MqttState {
     const requests = [...this.requests.values()];
     this.inflight.clear();
     this.requests.clear();
-    this.#awaitingRefill = false;
     return { publishes, requests };
   }
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   ACK_PAUSE_MS,
   type InflightPublish,
+  MAX_ACK_PAUSE_MS,
   MAX_PACKET_ID,
   MqttState,
   type StateOptions,
@@ -79,91 +80,63 @@ Deno.test("the window has room until maxInflight publishes are un-ACKed", () => 
   assert.ok(state.hasWindowRoom());
 });
 
-Deno.test("a full window takes new publishes again only once a quarter of it is ACKed", () => {
-  const state = connectedState({ maxInflight: 8 }); // window 8: refills of 2
-  const sent = Array.from({ length: 8 }, () => publish(state, 0));
-  assert.equal(state.hasWindowRoom(), false);
-  state.pubackReceived(sent[0].id, 1);
-  assert.equal(state.hasWindowRoom(), false, "one free slot is not yet a refill");
-  state.pubackReceived(sent[1].id, 1);
-  assert.ok(state.hasWindowRoom(), "two free slots are");
-  publish(state, 2);
-  assert.ok(state.hasWindowRoom(), "room until the window is full again");
-  publish(state, 2);
-  assert.equal(state.hasWindowRoom(), false);
-});
-
-Deno.test("reconnecting with a full window of re-sends waits for the same refill level", () => {
-  const state = connectedState({ maxInflight: 8 });
-  const sent = Array.from({ length: 7 }, () => publish(state, 0)); // 7 of 8: not full
-  assert.ok(state.hasWindowRoom());
-  state.linkLost();
-  state.connectStarted(10);
-  state.sessionStarted(10);
-  assert.equal(state.hasWindowRoom(), false, "7 re-sends are above the refill level of 6");
-  state.pubackReceived(sent[0].id, 11);
-  assert.ok(state.hasWindowRoom());
-});
-
-Deno.test("a pause in PUBACKs ends the refill wait: the refill carries our TCP ACK to a Nagle peer", () => {
-  const state = connectedState({ maxInflight: 8 }); // refill level 6
-  const sent = Array.from({ length: 8 }, () => publish(state, 0));
-  assert.equal(state.nextDeadline(), 10_000, "before the first PUBACK, silence is the round trip");
-  assert.equal(state.ackPauseAction(5), undefined);
-  state.pubackReceived(sent[0].id, 5); // the peer sends one, then holds the rest
-  assert.equal(state.hasWindowRoom(), false);
-  assert.equal(state.nextDeadline(), 5 + ACK_PAUSE_MS, "now a pause is a deadline");
-  assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS / 2), undefined, "not a pause yet");
-  assert.equal(state.ackPauseAction(5 + ACK_PAUSE_MS), "refill");
-  assert.ok(state.hasWindowRoom(), "the free slot may be used now");
-  publish(state, 6); // the refill, carrying the TCP ACK
-  assert.equal(state.nextDeadline(), 10_000, "back to the PUBACK deadline");
-});
-
-Deno.test("a pause with no room in the window asks for a PINGREQ to carry the TCP ACK", () => {
+Deno.test("a full window: 1 ms of silence after the broker's packet calls for a PINGREQ (Nagle)", () => {
   const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
   driveSlowLink(state, 20, 1); // the window grew to 128
   const sent: InflightPublish[] = [];
   while (state.hasWindowRoom()) sent.push(publish(state, 100));
   assert.equal(sent.length, 128);
+  assert.equal(state.ackNudgeDue(150), false, "before an answer, silence is the round trip");
   state.linkLost();
   state.connectStarted(200); // the window starts again at 64, below the 128 re-sends
   state.sessionStarted(200);
-  state.pubackReceived(sent[0].id, 201);
-  assert.equal(state.ackPauseAction(201 + ACK_PAUSE_MS), "ping");
+  state.pubackReceived(sent[0].id, 201); // the broker sends one, then holds the rest
+  assert.equal(state.hasWindowRoom(), false, "127 in flight, window 64: no publish can carry it");
+  assert.equal(state.nextDeadline(), 201 + ACK_PAUSE_MS);
+  assert.equal(state.ackNudgeDue(201 + ACK_PAUSE_MS / 2), false, "not a pause yet");
+  assert.ok(state.ackNudgeDue(201 + ACK_PAUSE_MS));
   state.pingSent(201 + ACK_PAUSE_MS);
-  state.pubackReceived(sent[1].id, 210);
-  assert.equal(state.ackPauseAction(300), undefined, "that pause is dealt with");
+  assert.equal(state.ackNudgeDue(300), false, "we wrote last: nothing is owed");
+  state.pubackReceived(sent[1].id, 310); // the PINGREQ freed the held PUBACKs
+  assert.ok(state.ackNudgeDue(310 + ACK_PAUSE_MS), "still full: the same again");
 });
 
-Deno.test("any packet from the broker (a PINGRESP) counts as its answer: a pause after it ends the wait", () => {
+Deno.test("any packet counts as the broker's answer; each PINGREQ without a PUBACK since doubles the pause", () => {
   const state = connectedState({ maxInflight: 8 });
-  state.pingSent(0);
   Array.from({ length: 8 }, () => publish(state, 0));
-  state.pingrespReceived(2); // sent at once; the PUBACKs behind it are held
-  assert.equal(state.nextDeadline(), 2 + ACK_PAUSE_MS);
-  assert.equal(state.ackPauseAction(2 + ACK_PAUSE_MS), "ping");
+  state.pingSent(1);
+  state.pingrespReceived(2); // sent at once; PUBACKs behind it may be held
+  assert.equal(state.nextDeadline(), 2 + 2 * ACK_PAUSE_MS, "one PINGREQ since the last PUBACK");
+  assert.ok(state.ackNudgeDue(2 + 2 * ACK_PAUSE_MS));
+  const pauses: number[] = [];
+  for (let t = 10; state.nextDeadline() < 10_000; t += 100) {
+    state.pingSent(t);
+    state.pingrespReceived(t + 1);
+    if (state.nextDeadline() < 10_000) pauses.push(state.nextDeadline() - (t + 1));
+  }
+  assert.deepEqual(pauses, [4, 8, 16, 32], "a slow broker is pinged a few times, not in a loop");
+  assert.ok(32 <= MAX_ACK_PAUSE_MS);
 });
 
-Deno.test("silence after a PUBACK with more due, longer than two round trips, asks for a PINGREQ", () => {
+Deno.test("room in the window: the silence must exceed two round trips before a PINGREQ", () => {
   const state = connectedState({ maxInflight: 8 });
   const a = publish(state, 0);
   publish(state, 0);
   state.pubackReceived(a.id, 3); // round trip 3 ms; the second PUBACK may be held
   assert.equal(state.nextDeadline(), 3 + 2 * 3, "two round trips after the last packet");
-  assert.equal(state.ackPauseAction(8), undefined, "could still be the round trip");
-  assert.equal(state.ackPauseAction(9), "ping");
+  assert.equal(state.ackNudgeDue(8), false, "could still be the round trip");
+  assert.ok(state.ackNudgeDue(9));
   state.pingSent(9);
-  assert.equal(state.ackPauseAction(50), undefined, "one write per silence");
+  assert.equal(state.ackNudgeDue(50), false, "one write per silence");
 });
 
 Deno.test("no PINGREQ for silence when nothing is due or we wrote last", () => {
   const state = connectedState({ maxInflight: 8 });
   const a = publish(state, 0);
   state.pubackReceived(a.id, 3);
-  assert.equal(state.ackPauseAction(100), undefined, "nothing in flight");
+  assert.equal(state.ackNudgeDue(100), false, "nothing in flight");
   publish(state, 100);
-  assert.equal(state.ackPauseAction(200), undefined, "we wrote after the broker's last packet");
+  assert.equal(state.ackNudgeDue(200), false, "we wrote after the broker's last packet");
 });
 
 Deno.test("a second PINGREQ before the first PINGRESP keeps the first one's deadline", () => {
