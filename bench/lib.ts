@@ -26,6 +26,11 @@ export interface Scenario {
   delayMs: number;
   /** A run taking longer than this is killed and reported as failed. */
   timeoutMs: number;
+  /**
+   * Runs against a broker with mosquitto's default TCP settings (Nagle on)
+   * instead of the benchmark's `set_tcp_nodelay true` one.
+   */
+  defaultTcp: boolean;
 }
 
 export const SCENARIOS: Scenario[] = [
@@ -37,6 +42,17 @@ export const SCENARIOS: Scenario[] = [
   s("stream-100B-200k", "QoS 1 stream, 100 B × 200 000 (memory)", "stream", 100, 200_000, 20_000),
   s("stream-100B-rtt20", "QoS 1 stream, 100 B, 20 ms RTT", "stream", 100, 20_000, 1_000, 10),
   s("replay-5000-rtt20", "Replay after outage, 20 ms RTT", "replay", 100, 5_000, 1_000, 10),
+  {
+    ...s(
+      "stream-100B-nagle",
+      "QoS 1 stream, 100 B, default-config broker",
+      "stream",
+      100,
+      50_000,
+      5_000,
+    ),
+    defaultTcp: true,
+  },
 ];
 
 function s(
@@ -50,7 +66,7 @@ function s(
 ): Scenario {
   // MQTT.js replays one message per round trip: 5 000 take about 110 s at 20 ms.
   const timeoutMs = kind === "replay" ? 300_000 : kind === "qos0" ? 60_000 : 120_000;
-  return { id, title, kind, size, n, quickN, delayMs, timeoutMs };
+  return { id, title, kind, size, n, quickN, delayMs, timeoutMs, defaultTcp: false };
 }
 
 /** A client under test: how to start its process. */
@@ -91,11 +107,16 @@ export async function ensureNodeMqtt(): Promise<void> {
   if (!out.success) throw new Error("npm install --prefix bench/node failed");
 }
 
-/** The benchmark's broker: unlimited in-flight and queues, no persistence. */
-export function startBroker(): Promise<Mosquitto> {
+/**
+ * The benchmark's broker: unlimited in-flight and queues, no persistence.
+ * With `defaultTcp`, mosquitto's own TCP default (Nagle's algorithm on, as
+ * most deployments run it); otherwise `set_tcp_nodelay true`.
+ */
+export function startBroker(options: { defaultTcp?: boolean } = {}): Promise<Mosquitto> {
+  const nodelay = options.defaultTcp ? "" : "\nset_tcp_nodelay true";
   return startMosquitto({
     persistence: false,
-    extraConfig: "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true",
+    extraConfig: `max_inflight_messages 0\nmax_queued_messages 0${nodelay}`,
   });
 }
 
