@@ -133,6 +133,7 @@ export class MQTTClient implements AsyncDisposable {
   #requestQueue: QueuedSend[] = [];
   #pumpScheduledForDrain = false;
   #roomWaiters: (() => void)[] = [];
+  #nudgeCheckScheduled = false;
   #idleWaiters: (() => void)[] = []; // disconnect() waiting for the last PUBACK
 
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -763,8 +764,20 @@ export class MQTTClient implements AsyncDisposable {
     this.#handlePacket(proto, packet);
     // A packet may start the silence deadline after which a write lets a
     // Nagle broker's held PUBACKs out (a later packet only moves it later; the
-    // timer re-arms when it fires), so this rarely touches the timer.
+    // timer re-arms when it fires), so this rarely touches the timer. With a
+    // full window it is due at once: look again when this read's calls have
+    // had their turn (a publish may yet carry the ACK).
+    if (this.#state.ackNudgeDue(now())) this.#scheduleNudgeCheck(proto);
     this.#armTimer();
+  }
+
+  #scheduleNudgeCheck(proto: MQTTProto): void {
+    if (this.#nudgeCheckScheduled) return;
+    this.#nudgeCheckScheduled = true;
+    setImmediate(() => {
+      this.#nudgeCheckScheduled = false;
+      if (proto === this.#proto && this.#state.ackNudgeDue(now())) this.#sendPing(proto, now());
+    });
   }
 
   #handlePacket(proto: MQTTProto, packet: Packet): void {

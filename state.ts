@@ -73,9 +73,9 @@ const QUEUE_ALLOWANCE_MS = 1;
 /** How long the smallest round trip seen stays the reference, ms. */
 const MIN_RTT_EPOCH_MS = 10_000;
 /**
- * Silence after a broker packet, with a full window, after which the client
- * writes so that its TCP ACK goes out (a broker running Nagle's algorithm
- * holds further PUBACKs until then), ms.
+ * The shortest silence after a broker packet, with room in the window, after
+ * which the client writes so that its TCP ACK goes out (a broker running
+ * Nagle's algorithm holds further PUBACKs until then), ms.
  */
 export const ACK_PAUSE_MS = 1;
 /** Silences longer than this are left to the TCP stack's delayed ACK (40 ms on Linux), ms. */
@@ -262,17 +262,21 @@ export class MqttState {
    * When silence after the broker's last packet calls for a write; Infinity
    * unless PUBACKs are due and we have not written since that packet. Any
    * packet counts: a PINGRESP may be what got through ahead of held PUBACKs.
-   * A full window waits {@linkcode ACK_PAUSE_MS}; otherwise the silence must
-   * also exceed two round trips, so that a slow link's plain round trip is
-   * not mistaken for a hold. Each PINGREQ without a PUBACK since doubles the
-   * wait (a slow broker is not pinged in a loop), and past
-   * {@linkcode MAX_ACK_PAUSE_MS} the peer's own delayed ACK is as quick.
+   * With the window full there is no wait (the client writes once the
+   * packet's read is handled); with room the silence must last two round
+   * trips and at least {@linkcode ACK_PAUSE_MS}. Each PINGREQ without a
+   * PUBACK since doubles the wait (a slow broker is not pinged in a loop),
+   * and past {@linkcode MAX_ACK_PAUSE_MS} the peer's delayed ACK is as quick.
    */
   #ackPauseEndsAt(): number {
     if (this.inflight.size === 0 || !this.#heardSinceWrite) return Infinity;
+    // A full window cannot have a publish carry the ACK, and its PUBACKs are
+    // all that can free it: no reason to wait. With room, a plain round trip
+    // must not look like a hold.
     const windowFull = this.inflight.size >= this.#window;
-    const base = windowFull ? ACK_PAUSE_MS : Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
-    const pause = base * 2 ** this.#pingsSinceAck;
+    const base = windowFull ? 0 : Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
+    const pings = this.#pingsSinceAck;
+    const pause = pings === 0 ? base : Math.max(base, ACK_PAUSE_MS) * 2 ** pings;
     return pause > MAX_ACK_PAUSE_MS ? Infinity : this.#lastReceivedAt + pause;
   }
 
