@@ -52,3 +52,22 @@ export const silentLogger: Logger = {
   warn() {},
   error() {},
 };
+
+/**
+ * `logger` with every method made unable to throw: the client logs from
+ * background tasks (reconnects, timers, socket callbacks), where a throwing
+ * user logger would otherwise end as an unhandled rejection.
+ */
+export function neverThrowing(logger: Logger): Logger {
+  const guard = (method: (message: string) => void) => (message: string) => {
+    try {
+      method.call(logger, message);
+    } catch { /* a logger's failure is not the client's */ }
+  };
+  return {
+    debug: guard(logger.debug),
+    info: guard(logger.info),
+    warn: guard(logger.warn),
+    error: guard(logger.error),
+  };
+}

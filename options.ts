@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "./logger.ts";
-import { consoleLogger } from "./logger.ts";
+import { consoleLogger, neverThrowing } from "./logger.ts";
 import type { DialOptions, TlsOptions } from "./proto.ts";
 import { MAX_STRING_BYTES, show, validateTopicName } from "./topic.ts";
 import { AlwaysUpNetwork, type NetInterface } from "./wifi.ts";
@@ -61,7 +61,10 @@ export interface MQTTClientOptions {
   password?: string;
   /** Start with a clean slate, then keep the session (see README). Default true. */
   clean?: boolean;
-  /** Keepalive in whole seconds, 0..65535; 0 disables pings. Default 60. */
+  /**
+   * Keepalive in whole seconds, 0..65535; 0 disables keepalive pings (a
+   * PINGREQ may still go out to free PUBACKs a Nagle broker holds). Default 60.
+   */
   keepalive?: number;
   /** Seconds the broker gets to answer CONNECT, ping, PUBLISH, SUBSCRIBE. Default 10. */
   responseTime?: number;
@@ -144,7 +147,15 @@ export function resolveSettings(options: MQTTClientOptions): Settings {
   integer("maxInflight", maxInflight, 1, 65_535);
   const clean = options.clean ?? true;
   boolean("clean", clean);
-  const logger = options.logger ?? consoleLogger("warn");
+  const given = options.logger;
+  for (const level of ["debug", "info", "warn", "error"] as const) {
+    if (given !== undefined && typeof given?.[level] !== "function") {
+      throw new TypeError(
+        `logger must have debug, info, warn and error methods; ${level} is ${show(given?.[level])}`,
+      );
+    }
+  }
+  const logger = neverThrowing(given ?? consoleLogger("warn"));
 
   let clientId = options.clientId;
   if (clientId === undefined) {

@@ -9,6 +9,7 @@ import {
   fakeConnected,
   quickClient,
   text,
+  until,
   within,
 } from "./helpers.ts";
 import {
@@ -314,5 +315,24 @@ Deno.test("QoS 0 publishes that outrun the socket wait for it to drain and all g
     what: `${count} PUBLISH frames`,
   });
   assert.equal(conn.isClosed, false);
+  await client.disconnect();
+});
+
+Deno.test("a logger that throws cannot take the client down: it still reconnects after a cut", async () => {
+  await using broker = await FakeBroker.start();
+  const throwing = () => {
+    throw new Error("logger exploded");
+  };
+  const client = quickClient(broker, {
+    logger: { debug: throwing, info: throwing, warn: throwing, error: throwing },
+  });
+  const connecting = client.connect();
+  const first = await broker.accept();
+  await first.handshake();
+  await within(connecting, 2000, "connect()");
+  first.close(); // the client logs "connection lost" through the throwing logger
+  const second = await broker.accept({ timeoutMs: 3000 });
+  await second.handshake();
+  await until(() => client.isConnected(), 2000, "reconnected");
   await client.disconnect();
 });

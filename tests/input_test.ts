@@ -102,6 +102,12 @@ const badConfig: [string, Partial<MQTTClientOptions> | null, ErrorConstructor, R
   ["password without user", { password: "p" }, TypeError, /password needs option user/],
   ["clean not boolean", { clean: "yes" as never }, TypeError, /clean/],
   ["onMessage not a function", { onMessage: 5 as never }, TypeError, /onMessage/],
+  [
+    "logger without warn",
+    { logger: { debug() {}, info() {}, error() {} } as never },
+    TypeError,
+    /logger.*warn/,
+  ],
   ["tls cert without key", { tls: { cert: "PEM" } }, TypeError, /both cert and key/],
   ["tls caCerts not an array", { tls: { caCerts: "PEM" as never } }, TypeError, /caCerts/],
   [
