@@ -120,7 +120,8 @@ export class MQTTClient implements AsyncDisposable {
   readonly #lifetime = new AbortController(); // aborted by disconnect()
   #everConnected = false; // the clean-session dance happens before the first success only
   #started = false;
-  #closed = false;
+  #closed = false; // disconnect() was called
+  #stopped = false; // ... and has shut everything down
   #supervisor: Promise<void> | undefined;
   #linkDown: (() => void) | undefined; // wakes the supervisor when the link drops
   #wake: (() => void) | undefined; // cuts a back-off sleep short
@@ -907,7 +908,9 @@ export class MQTTClient implements AsyncDisposable {
   /** Makes sure the one timer fires by the state's next deadline. */
   #armTimer(): void {
     const at = this.#state.nextDeadline();
-    if (at >= this.#timerAt || this.#closed) return;
+    // Still armed while disconnect() waits for the last PUBACKs: dead-link
+    // detection and the nudges for a Nagle broker's held ones run on it.
+    if (at >= this.#timerAt || this.#stopped) return;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = at;
     this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, at - now()));
@@ -965,6 +968,7 @@ export class MQTTClient implements AsyncDisposable {
 
   /** Stops everything and rejects every pending call. */
   #shutDown(): void {
+    this.#stopped = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = Infinity;

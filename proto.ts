@@ -157,9 +157,10 @@ const DEFAULT_HIGH_WATER = 256 * 1024;
 
 /**
  * One MQTT connection over a `Deno.Conn`: encodes packets with mqtt-packet,
- * coalesces everything queued in the same tick into one socket write, splits
- * the incoming byte stream into frames (however the reads cut it) and hands
- * each parsed packet to its owner.
+ * coalesces what is queued before the next macrotask into one socket write
+ * (urgent frames: before the next microtask), splits the incoming byte
+ * stream into frames (however the reads cut it) and hands each parsed packet
+ * to its owner.
  *
  * @example
  * ```ts ignore
@@ -183,6 +184,7 @@ export class MQTTProto {
   #writeQueue: Uint8Array[] = [];
   #bufferedBytes = 0;
   #urgent = false; // a frame queued since the last write should not wait for the macrotask
+  #disconnectQueued = false;
   #microtaskFlushScheduled = false;
   #macrotaskFlushScheduled = false;
   #writing = false;
@@ -245,14 +247,18 @@ export class MQTTProto {
     return new Promise((resolve, reject) => this.#handshake = { resolve, reject });
   }
 
-  /** Encodes `packet` and queues it for the next coalesced write. */
+  /**
+   * Encodes `packet` and queues it for the next coalesced write. Nothing is
+   * queued after a DISCONNECT: it must be the last packet the client sends.
+   */
   send(packet: Packet, options: SendOptions = {}): void {
     this.sendBytes(generate(packet), options);
+    if (packet.cmd === "disconnect") this.#disconnectQueued = true;
   }
 
-  /** Queues raw frame bytes for the next coalesced write. */
+  /** Queues raw frame bytes for the next coalesced write (none after a DISCONNECT). */
   sendBytes(bytes: Uint8Array, options: SendOptions = {}): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#disconnectQueued) return;
     this.#writeQueue.push(bytes);
     this.#bufferedBytes += bytes.length;
     if (options.urgent) this.#urgent = true;

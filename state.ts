@@ -252,7 +252,8 @@ export class MqttState {
    * a packet and then fell silent while PUBACKs are due, and nothing of ours
    * was written since (see {@linkcode ACK_PAUSE_MS}). Publishes that could
    * have carried it went out when that packet freed their room. The client
-   * asks from its timer ({@linkcode nextDeadline} includes the moment).
+   * asks right after each packet's read is handled (a full window needs no
+   * wait) and from its timer ({@linkcode nextDeadline} includes the moment).
    */
   ackNudgeDue(now: number): boolean {
     return now >= this.#ackPauseEndsAt();
@@ -260,23 +261,29 @@ export class MqttState {
 
   /**
    * When silence after the broker's last packet calls for a write; Infinity
-   * unless PUBACKs are due and we have not written since that packet. Any
-   * packet counts: a PINGRESP may be what got through ahead of held PUBACKs.
-   * With the window full there is no wait (the client writes once the
-   * packet's read is handled); with room the silence must last two round
-   * trips and at least {@linkcode ACK_PAUSE_MS}. Each PINGREQ without a
-   * PUBACK since doubles the wait (a slow broker is not pinged in a loop),
-   * and past {@linkcode MAX_ACK_PAUSE_MS} the peer's delayed ACK is as quick.
+   * unless the link is up, PUBACKs are due and we have not written since that
+   * packet. Any packet counts: a PINGRESP may be what got through ahead of
+   * held PUBACKs. With the window full and no PINGREQ out it is due at once
+   * (the client looks once the packet's read is handled); otherwise the
+   * silence must last two round trips and at least {@linkcode ACK_PAUSE_MS}
+   * (in practice Deno's timers make that several ms). Each PINGREQ without a
+   * PUBACK since doubles it (a slow broker is not pinged in a loop); past
+   * {@linkcode MAX_ACK_PAUSE_MS} the broker's wait for our delayed ACK is no
+   * longer than ours would be, so there is no nudge (nor on links whose
+   * round trip exceeds 16 ms).
    */
   #ackPauseEndsAt(): number {
-    if (this.inflight.size === 0 || !this.#heardSinceWrite) return Infinity;
-    // A full window cannot have a publish carry the ACK, and its PUBACKs are
-    // all that can free it: no reason to wait. With room, a plain round trip
-    // must not look like a hold.
+    if (!this.#linkUp || this.inflight.size === 0 || !this.#heardSinceWrite) return Infinity;
+    // With room, a plain round trip must not look like a hold (before the
+    // first sample, the shortest pause stands in).
+    const roundTrips = Number.isFinite(this.#minRtt) ? 2 * this.#minRtt : 0;
+    const patient = Math.max(ACK_PAUSE_MS, roundTrips);
+    // A full window cannot have a publish carry the ACK, and only PUBACKs can
+    // free it: no reason to wait, unless a PINGREQ is already out.
     const windowFull = this.inflight.size >= this.#window;
-    const base = windowFull ? 0 : Math.max(ACK_PAUSE_MS, 2 * this.#minRtt);
+    const first = windowFull && this.#pingSentAt === undefined ? 0 : patient;
     const pings = this.#pingsSinceAck;
-    const pause = pings === 0 ? base : Math.max(base, ACK_PAUSE_MS) * 2 ** pings;
+    const pause = pings === 0 ? first : patient * 2 ** pings;
     return pause > MAX_ACK_PAUSE_MS ? Infinity : this.#lastReceivedAt + pause;
   }
 
@@ -417,7 +424,10 @@ export class MqttState {
     if (publish) at = Math.min(at, publish.sentAt + limit);
     const request = first(this.requests);
     if (request) at = Math.min(at, request.sentAt + limit);
-    at = Math.min(at, this.#ackPauseEndsAt());
+    // The client looks at an immediate nudge itself, right after the packet;
+    // the timer is only the backstop.
+    const nudgeAt = this.#ackPauseEndsAt();
+    at = Math.min(at, Math.max(nudgeAt, this.#lastReceivedAt + ACK_PAUSE_MS));
     return at;
   }
 

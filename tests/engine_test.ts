@@ -216,6 +216,42 @@ Deno.test("a broker that holds PUBACKs until the client sends (Nagle, no delayed
   await within(client.disconnect(), 5000, "disconnect");
 });
 
+Deno.test("disconnect() against a Nagle broker: the held last PUBACKs are freed, then DISCONNECT ends the wire", async () => {
+  await using broker = await FakeBroker.start();
+  const { client, conn } = await connected(broker, { maxInflight: 64, responseTime: 5 });
+  conn.autoPuback();
+  conn.autoPingresp();
+  conn.nagle();
+  const calls = Array.from({ length: 50 }, (_, i) => client.publish("d", `${i}`, { qos: 1 }));
+  await until(() => conn.frames.some((f) => f.packet?.cmd === "puback"), 2000, "a first PUBACK");
+  const started = performance.now();
+  await within(client.disconnect(), 4000, "disconnect()");
+  const took = performance.now() - started;
+  await within(Promise.all(calls), 1000, "every publish to settle"); // none rejected
+  await within(conn.closed, 2000, "the broker to read the rest");
+  const sent = conn.frames.filter((f) => f.direction === "toBroker").map((f) => f.packet?.cmd);
+  assert.equal(sent.at(-1), "disconnect", `the last frame: ${sent.slice(-3).join(", ")}`);
+  assert.ok(took < 4000, `disconnect() took ${took.toFixed(0)} ms: the tail was not nudged`);
+});
+
+Deno.test("against a broker that does not hold packets, a stream sends few PINGREQs", async () => {
+  await using broker = await FakeBroker.start();
+  const { client, conn } = await connected(broker, { maxInflight: 16 });
+  conn.autoPuback();
+  conn.autoPingresp();
+  const count = 3000;
+  for (let i = 0; i < count - 1; i++) await client.publish("p", `${i}`, { qos: 1, sync: false });
+  await within(client.publish("p", "last", { qos: 1 }), 10_000, "the stream");
+  const pings = conn.frames.filter((f) =>
+    f.direction === "toBroker" && f.packet?.cmd === "pingreq"
+  );
+  // A nudge is for a broker that went silent after a packet; one that answers
+  // every PUBLISH at once gives few such silences.
+  assert.ok(pings.length <= count / 100, `${pings.length} PINGREQs for ${count} publishes`);
+  console.log(`${pings.length} PINGREQs for ${count} publishes`);
+  await client.disconnect();
+});
+
 Deno.test("the window holds maxInflight un-ACKed publishes; the next call waits and goes out on a PUBACK", async () => {
   await using broker = await FakeBroker.start();
   const { client, conn } = await connected(broker, { maxInflight: 3, responseTime: 30 });

@@ -644,6 +644,22 @@ Deno.test("an urgent frame is written within microtasks; a batched one waits for
   });
 });
 
+Deno.test("nothing is queued after a DISCONNECT: it is the last frame on the wire", async () => {
+  await withPair(async (h) => {
+    h.proto.send({ cmd: "disconnect" }, { urgent: true });
+    h.proto.send({ cmd: "pingreq" }, { urgent: true });
+    h.proto.sendBytes(frame(publish(pattern(10))));
+    await within(h.proto.end(), "end()");
+    let received: Uint8Array = new Uint8Array(0);
+    for (;;) {
+      const chunk = await h.peer.read();
+      if (!chunk) break;
+      received = concat(received, chunk);
+    }
+    assertBytes(received, new Uint8Array([0xe0, 0]), "all the broker read");
+  });
+});
+
 Deno.test("a single small frame is written in one write", async () => {
   await withPair(async (h) => {
     const bytes = frame(publish(pattern(100)));

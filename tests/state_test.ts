@@ -92,10 +92,11 @@ Deno.test("a full window: a packet from the broker and no write of ours since ca
   state.sessionStarted(200);
   state.pubackReceived(sent[0].id, 201); // the broker sends one, then holds the rest
   assert.equal(state.hasWindowRoom(), false, "127 in flight, window 64: no publish can carry it");
-  assert.equal(state.nextDeadline(), 201);
   assert.ok(state.ackNudgeDue(201), "due at once");
+  assert.equal(state.nextDeadline(), 201 + ACK_PAUSE_MS, "the timer is only the backstop");
   state.pingSent(201);
   assert.equal(state.ackNudgeDue(300), false, "we wrote last: nothing is owed");
+  state.pingrespReceived(310);
   state.pubackReceived(sent[1].id, 310); // the PINGREQ freed the held PUBACKs
   assert.ok(state.ackNudgeDue(310), "still full: the same again");
 });
@@ -128,6 +129,41 @@ Deno.test("room in the window: the silence must exceed two round trips before a 
   assert.ok(state.ackNudgeDue(9));
   state.pingSent(9);
   assert.equal(state.ackNudgeDue(50), false, "one write per silence");
+});
+
+Deno.test("a full window with a PINGREQ already out waits instead of nudging at once", () => {
+  const state = connectedState({ maxInflight: 8 });
+  state.pingSent(0); // a keepalive ping, say
+  Array.from({ length: 8 }, () => publish(state, 0));
+  state.requestSent({
+    id: state.nextPacketId(),
+    kind: "subscribe",
+    filters: ["a"],
+    qos: 0,
+    sentAt: 0,
+  }, 0);
+  state.responseReceived(9, "subscribe", 2); // a SUBACK while the window is full
+  assert.equal(state.ackNudgeDue(2), false, "its PINGRESP may yet carry the hold away");
+  assert.ok(state.ackNudgeDue(2 + 2 * ACK_PAUSE_MS));
+});
+
+Deno.test("before the first round-trip sample, room in the window waits the shortest pause", () => {
+  const state = connectedState({ maxInflight: 8 });
+  const [a] = Array.from({ length: 3 }, () => publish(state, 0));
+  state.linkLost();
+  state.connectStarted(10);
+  state.sessionStarted(10); // re-sends give no round-trip sample
+  state.pubackReceived(a.id, 11);
+  assert.ok(state.ackNudgeDue(11 + ACK_PAUSE_MS));
+});
+
+Deno.test("no nudge is due while the link is down", () => {
+  const state = connectedState({ maxInflight: 8 });
+  const [a] = Array.from({ length: 3 }, () => publish(state, 0));
+  state.pubackReceived(a.id, 1);
+  state.linkLost();
+  assert.equal(state.ackNudgeDue(1_000), false);
+  assert.equal(state.nextDeadline(), Infinity);
 });
 
 Deno.test("no PINGREQ for silence when nothing is due or we wrote last", () => {
