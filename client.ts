@@ -762,14 +762,16 @@ export class MQTTClient implements AsyncDisposable {
     // Packets that share a read with the CONNACK arrive before the handshake's
     // continuation has made this proto the live one: they belong to it already.
     if (proto !== this.#proto && proto !== this.#connecting) return;
-    this.#handlePacket(proto, packet);
-    // A packet may start the silence deadline after which a write lets a
-    // Nagle broker's held PUBACKs out (a later packet only moves it later; the
-    // timer re-arms when it fires), so this rarely touches the timer. With a
-    // full window it is due at once: look again when this read's calls have
-    // had their turn (a publish may yet carry the ACK).
-    if (this.#state.ackNudgeDue(now())) this.#scheduleNudgeCheck(proto);
-    this.#armTimer();
+    const t = now();
+    this.#handlePacket(proto, packet, t);
+    // A packet may start the silence after which a write lets a Nagle
+    // broker's held PUBACKs out. With a full window it is due at once: look
+    // again when this read's calls have had their turn (a publish may yet
+    // carry the ACK). Otherwise the timer looks; a later packet only moves the
+    // moment later, so this rarely touches the timer.
+    const state = this.#state;
+    if (state.ackNudgeDue(t)) this.#scheduleNudgeCheck(proto);
+    if (state.ackNudgeTimerAt() < this.#timerAt) this.#armTimer();
   }
 
   #scheduleNudgeCheck(proto: MQTTProto): void {
@@ -781,9 +783,8 @@ export class MQTTClient implements AsyncDisposable {
     });
   }
 
-  #handlePacket(proto: MQTTProto, packet: Packet): void {
+  #handlePacket(proto: MQTTProto, packet: Packet, t: number): void {
     const state = this.#state;
-    const t = now();
     switch (packet.cmd) {
       case "puback": {
         const entry = state.pubackReceived(packet.messageId!, t);

@@ -260,6 +260,15 @@ export class MqttState {
   }
 
   /**
+   * When the client's timer must look at {@linkcode ackNudgeDue}; Infinity
+   * when no nudge is pending. An immediate one the client checks itself,
+   * right after the packet: for it the timer is only a backstop.
+   */
+  ackNudgeTimerAt(): number {
+    return Math.max(this.#ackPauseEndsAt(), this.#lastReceivedAt + ACK_PAUSE_MS);
+  }
+
+  /**
    * When silence after the broker's last packet calls for a write; Infinity
    * unless the link is up, PUBACKs are due and we have not written since that
    * packet. Any packet counts: a PINGRESP may be what got through ahead of
@@ -424,10 +433,7 @@ export class MqttState {
     if (publish) at = Math.min(at, publish.sentAt + limit);
     const request = first(this.requests);
     if (request) at = Math.min(at, request.sentAt + limit);
-    // The client looks at an immediate nudge itself, right after the packet;
-    // the timer is only the backstop.
-    const nudgeAt = this.#ackPauseEndsAt();
-    at = Math.min(at, Math.max(nudgeAt, this.#lastReceivedAt + ACK_PAUSE_MS));
+    at = Math.min(at, this.ackNudgeTimerAt());
     return at;
   }
 

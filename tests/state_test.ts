@@ -135,14 +135,9 @@ Deno.test("a full window with a PINGREQ already out waits instead of nudging at 
   const state = connectedState({ maxInflight: 8 });
   state.pingSent(0); // a keepalive ping, say
   Array.from({ length: 8 }, () => publish(state, 0));
-  state.requestSent({
-    id: state.nextPacketId(),
-    kind: "subscribe",
-    filters: ["a"],
-    qos: 0,
-    sentAt: 0,
-  }, 0);
-  state.responseReceived(9, "subscribe", 2); // a SUBACK while the window is full
+  const id = state.nextPacketId();
+  state.requestSent({ id, kind: "subscribe", filters: ["a"], qos: 0, sentAt: 0 }, 0);
+  state.responseReceived(id, "subscribe", 2); // a SUBACK while the window is full
   assert.equal(state.ackNudgeDue(2), false, "its PINGRESP may yet carry the hold away");
   assert.ok(state.ackNudgeDue(2 + 2 * ACK_PAUSE_MS));
 });
