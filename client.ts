@@ -767,11 +767,11 @@ export class MQTTClient implements AsyncDisposable {
     // A packet may start the silence after which a write lets a Nagle
     // broker's held PUBACKs out. With a full window it is due at once: look
     // again when this read's calls have had their turn (a publish may yet
-    // carry the ACK). Otherwise the timer looks; a later packet only moves the
-    // moment later, so this rarely touches the timer.
-    const state = this.#state;
-    if (state.ackNudgeDue(t)) this.#scheduleNudgeCheck(proto);
-    if (state.ackNudgeTimerAt() < this.#timerAt) this.#armTimer();
+    // carry the ACK). Otherwise the timer looks. Any packet may also move the
+    // next deadline earlier (a PINGRESP swaps ping + responseTime for the
+    // next keepalive), so the timer is checked against the state every time.
+    if (this.#state.ackNudgeDue(t)) this.#scheduleNudgeCheck(proto);
+    this.#armTimer();
   }
 
   #scheduleNudgeCheck(proto: MQTTProto): void {

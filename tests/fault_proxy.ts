@@ -31,6 +31,46 @@ class Wakeup {
   }
 }
 
+/** An MQTT frame seen by the proxy (its fixed header), as it was read. */
+export interface TappedFrame {
+  /** Which way it went. */
+  direction: "toBroker" | "toClient";
+  /** The MQTT packet type (1 CONNECT ... 12 PINGREQ, 13 PINGRESP, 14 DISCONNECT). */
+  type: number;
+  /** `performance.now()` when the proxy read it. */
+  at: number;
+}
+
+/** Splits one direction's byte stream into frames, however reads cut it, and records each. */
+class FrameTap {
+  #pending = new Uint8Array(0);
+
+  constructor(readonly direction: TappedFrame["direction"], readonly out: TappedFrame[]) {}
+
+  push(chunk: Uint8Array, at: number): void {
+    const bytes = new Uint8Array(this.#pending.length + chunk.length);
+    bytes.set(this.#pending);
+    bytes.set(chunk, this.#pending.length);
+    let offset = 0;
+    for (;;) {
+      let remaining = 0;
+      let multiplier = 1;
+      let i = 1;
+      for (; i <= 4 && offset + i < bytes.length; i++) {
+        remaining += (bytes[offset + i] & 0x7f) * multiplier;
+        if ((bytes[offset + i] & 0x80) === 0) break;
+        multiplier *= 128;
+      }
+      if (offset + i >= bytes.length || i > 4) break; // header incomplete (or garbage: stop)
+      const total = 1 + i + remaining;
+      if (offset + total > bytes.length) break;
+      this.out.push({ direction: this.direction, type: bytes[offset] >> 4, at });
+      offset += total;
+    }
+    this.#pending = bytes.slice(offset);
+  }
+}
+
 interface Item {
   /** `performance.now()` before which the item must not be written. */
   releaseAt: number;
@@ -84,6 +124,7 @@ class Pair {
   /** Reads `from` into a FIFO queue and writes it to `to` when due: one order, one writer. */
   async #pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
     const queue: Item[] = [];
+    const tap = new FrameTap(from === this.client ? "toBroker" : "toClient", this.proxy.frames);
     const waker = new Wakeup();
     this.#wakers.push(waker);
     let readerDone = false;
@@ -93,7 +134,9 @@ class Pair {
       try {
         while (!this.closed) {
           const n = await from.read(buffer);
-          const releaseAt = performance.now() + this.proxy.delayMs;
+          const now = performance.now();
+          const releaseAt = now + this.proxy.delayMs;
+          if (n !== null) tap.push(buffer.subarray(0, n), now);
           queue.push({ releaseAt, data: n === null ? null : buffer.slice(0, n) });
           waker.notify();
           if (n === null) break;
@@ -159,6 +202,8 @@ export class FaultProxy implements AsyncDisposable {
   readonly hostname: "127.0.0.1" = HOSTNAME;
   /** The proxy's port; point the client here. */
   readonly port: number;
+  /** Every MQTT frame that passed, both ways, in the order read. */
+  readonly frames: TappedFrame[] = [];
   readonly #listener: Deno.TcpListener;
   readonly #target: { hostname: string; port: number };
   readonly #pairs = new Set<Pair>();
