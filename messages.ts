@@ -6,6 +6,24 @@
  * @module
  */
 
+/** MQTT 5 properties of a message, as publish() takes them and messages carry them. */
+export interface MessageProperties {
+  /** Seconds until the broker drops the message if undelivered (Message Expiry Interval). */
+  messageExpiry?: number;
+  /** MIME type of the payload. */
+  contentType?: string;
+  /** Where a request's reply should go. */
+  responseTopic?: string;
+  /** Bytes that tie a reply to its request. */
+  correlationData?: Uint8Array;
+  /** Name/value pairs in the order sent (a name may repeat); publish() also takes a record. */
+  userProperties?: [string, string][];
+  /** "utf8" when the payload is UTF-8 text, "bytes" when it is unspecified bytes. */
+  payloadFormat?: "utf8" | "bytes";
+  /** Incoming only: the identifiers of the subscriptions that matched. */
+  subscriptionIdentifiers?: number[];
+}
+
 /** An incoming message. */
 export interface Message {
   /** Topic name. */
@@ -13,11 +31,13 @@ export interface Message {
   /** Payload bytes. */
   payload: Uint8Array;
   /** QoS it was delivered at. */
-  qos: 0 | 1;
+  qos: 0 | 1 | 2;
   /** Whether the broker sent it from its retained store. */
   retained: boolean;
   /** Whether the broker flagged it as a possible duplicate. */
   dup: boolean;
+  /** MQTT 5 properties, when the message carried any. */
+  properties?: MessageProperties;
 }
 
 /** A consumer of incoming messages: onMessage, an on() handler, or a messages() iterator. */

@@ -1,9 +1,9 @@
 /**
- * mqtt_async for Deno: an MQTT 3.1.1 client that loses no QoS 1 message.
+ * mqtt_async for Deno: an MQTT 3.1.1 and 5 client that loses no message.
  *
- * - QoS 1 publishes survive dropped connections, half-open sockets and
- *   broker restarts: un-ACKed messages are re-sent on the fresh connection
- *   with their original packet id and DUP, in order.
+ * - QoS 1 and 2 publishes survive dropped connections, half-open sockets and
+ *   broker restarts: unacknowledged messages are re-sent on the fresh
+ *   connection with their original packet id and DUP, in order.
  * - `publish(..., { qos: 1, sync: false })` streams through an in-flight window.
  * - Keepalive, dead-link detection and reconnect with back-off are built in.
  *
@@ -25,19 +25,44 @@
  * @module
  */
 
-export { MQTTClient, type PublishOptions, type SignalOptions } from "./client.ts";
-export type { Message } from "./messages.ts";
-export type { MessageHandler, MQTTClientOptions, ReconnectOptions, Will } from "./options.ts";
-export type { DialOptions, TlsOptions } from "./proto.ts";
+export {
+  MQTTClient,
+  type PublishOptions,
+  type SignalOptions,
+  type SubscribeOptions,
+} from "./client.ts";
+export type { Message, MessageProperties } from "./messages.ts";
+export type {
+  AuthOptions,
+  MessageHandler,
+  MQTTClientOptions,
+  ReconnectOptions,
+  Will,
+} from "./options.ts";
+export type { ByteConn, DialOptions, TlsOptions } from "./transport/tcp.ts";
 export {
   ClientClosedError,
   ConnectionLostError,
   ConnectionRefusedError,
   MQTTError,
   ProtocolError,
+  type ProtocolErrorOptions,
+  PublishRefusedError,
+  reasonName,
   ResponseTimeoutError,
+  ServerDisconnectError,
   SubscriptionRefusedError,
+  UnsubscribeRefusedError,
 } from "./errors.ts";
+export type { PublishProperties, QoS, UserProperties } from "./codec/packets.ts";
+export { MemoryStore } from "./store/memory.ts";
+export type {
+  RestoredPublish,
+  SessionStore,
+  StoredPublish,
+  StoredSession,
+  StoreOp,
+} from "./store/store.ts";
 export { consoleLogger, type Logger, type LogLevel, silentLogger } from "./logger.ts";
 export { matchTopic } from "./topic.ts";
 export {

@@ -1,143 +1,42 @@
 /**
- * `MQTTProto`: MQTT 3.1.1 on one connection and nothing else. It frames
- * packets in and out and reports them to its owner; it knows nothing of
- * retries, reconnection or sessions (that is `MQTTClient`'s job).
+ * `MQTTProto`: MQTT on one connection and nothing else. It frames packets in
+ * and out and reports them to its owner; it knows nothing of sessions,
+ * retries or reconnection (that is `MQTTClient`'s job).
  *
  * @module
  */
 
-import {
-  Buffer,
-  generate,
-  type IConnackPacket,
-  type Packet,
-  parser,
-  setImmediate,
-} from "./deps.ts";
+import { concat, errorText } from "./_bytes.ts";
+import { PacketDecoder } from "./codec/decode.ts";
+import type { Packet, ProtocolVersion } from "./codec/packets.ts";
+import { packetFrame } from "./core/_frames.ts";
+import { type Clock, realClock } from "./core/clock.ts";
 import { ConnectionLostError, ProtocolError } from "./errors.ts";
-import { frameViolation } from "./frame_check.ts";
+import type { Connection } from "./transport/connection.ts";
 
-/** TLS settings: `true` for the system roots, or explicit certificates. */
-export interface TlsOptions {
-  /** Extra trusted CA certificates, PEM. Default: the system roots only. */
-  caCerts?: string[];
-  /** Client certificate for mutual TLS, PEM. */
-  cert?: string;
-  /** Client private key for mutual TLS, PEM. */
-  key?: string;
-  /** Name to verify the broker's certificate against. Default: the server name. */
-  hostname?: string;
-}
-
-/** Where and how to open a connection. */
-export interface DialOptions {
-  /** Host name or IP. */
-  hostname: string;
-  /** TCP port. */
-  port: number;
-  /** TLS settings; absent or false for plain TCP. */
-  tls?: TlsOptions | boolean;
-  /** Aborts the attempt (closes a half-made connection). */
-  signal?: AbortSignal;
-}
-
-/**
- * Opens a TCP (or TLS) connection to a broker. The seam the client uses, so
- * tests and users can substitute their own transport.
- */
-export async function dial(options: DialOptions): Promise<Deno.Conn> {
-  const { hostname, port, signal } = options;
-  const tls = options.tls === true ? {} : options.tls || undefined;
-  if (tls?.cert && tls.key) return await dialMutualTls(hostname, port, tls, signal);
-  let conn: Deno.TcpConn;
-  try {
-    conn = await Deno.connect({ hostname, port, signal });
-  } catch (error) {
-    throw new ConnectionLostError(
-      `cannot connect to ${hostname}:${port}: ${errorText(error)}`,
-      { cause: error },
-    );
-  }
-  conn.setNoDelay(true); // small frames go out at once; we coalesce ourselves
-  if (!tls) return conn;
-  try {
-    // startTls lets the verified name differ from the address dialled.
-    const tlsConn = await Deno.startTls(conn, {
-      hostname: tls.hostname ?? hostname,
-      caCerts: tls.caCerts,
-    });
-    await tlsConn.handshake();
-    return tlsConn;
-  } catch (error) {
-    try {
-      conn.close();
-    } catch { /* already closed by the failed handshake */ }
-    throw new ConnectionLostError(
-      `TLS handshake with ${hostname}:${port} failed: ${errorText(error)}`,
-      { cause: error },
-    );
-  }
-}
-
-/**
- * Deno sends a client certificate only through `Deno.connectTls`, which
- * verifies the broker against the address it dials: `tls.hostname` must then
- * be absent or equal to the server (checked when the client is created).
- */
-async function dialMutualTls(
-  hostname: string,
-  port: number,
-  tls: TlsOptions,
-  signal: AbortSignal | undefined,
-): Promise<Deno.Conn> {
-  signal?.throwIfAborted();
-  let conn: Deno.TlsConn;
-  try {
-    conn = await Deno.connectTls({
-      hostname,
-      port,
-      caCerts: tls.caCerts,
-      cert: tls.cert!,
-      key: tls.key!,
-    });
-  } catch (error) {
-    throw new ConnectionLostError(
-      `cannot connect to ${hostname}:${port} over TLS: ${errorText(error)}`,
-      { cause: error },
-    );
-  }
-  const onAbort = () => conn.close();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    await conn.handshake();
-    return conn;
-  } catch (error) {
-    try {
-      conn.close();
-    } catch { /* already closed */ }
-    throw new ConnectionLostError(
-      `TLS handshake with ${hostname}:${port} failed: ${errorText(error)}`,
-      { cause: error },
-    );
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-  }
-}
+export type { DialOptions, TlsOptions } from "./transport/tcp.ts";
+export { dial } from "./transport/tcp.ts";
 
 /** What a connection reports to its owner. */
 export interface ProtoEvents {
-  /** A packet arrived (after the CONNACK that {@linkcode MQTTProto.handshake} consumed). */
+  /** A packet arrived. */
   onPacket(packet: Packet): void;
   /** The connection ended; called exactly once, with the reason if it was not a plain close. */
   onClose(error?: Error): void;
+  /** `bytes` queued earlier were handed to the transport. */
+  onFlushed?(bytes: number): void;
 }
 
 /** Settings of one connection. */
 export interface ProtoOptions {
+  /** 4 (3.1.1, default) or 5: how incoming packets are decoded. */
+  protocolVersion?: ProtocolVersion;
   /** Largest frame accepted from the broker, in bytes. Default 4 MiB. */
   maxPacketSize?: number;
-  /** Writes are reported as backed up above this many buffered bytes. Default 256 KiB. */
+  /** Writes are reported as backed up above this many queued bytes. Default 256 KiB. */
   highWaterMark?: number;
+  /** Where the next-macrotask hook comes from. Default: the real clock. */
+  clock?: Clock;
 }
 
 /** How soon a queued frame must be written. */
@@ -150,36 +49,35 @@ export interface SendOptions {
   urgent?: boolean;
 }
 
-const READ_SIZE = 64 * 1024;
-const PUBACK_HEADER = 0x40;
+const DISCONNECT_TYPE = 14;
 const DEFAULT_MAX_PACKET = 4 * 1024 * 1024;
 const DEFAULT_HIGH_WATER = 256 * 1024;
 
 /**
- * One MQTT connection over a `Deno.Conn`: encodes packets with mqtt-packet,
- * coalesces what is queued before the next macrotask into one socket write
- * (urgent frames: before the next microtask), splits the incoming byte
- * stream into frames (however the reads cut it) and hands each parsed packet
- * to its owner.
+ * One MQTT connection over a {@linkcode Connection}: coalesces what is
+ * queued before the next macrotask into one transport write (urgent frames:
+ * before the next microtask), splits the incoming byte stream into packets
+ * (however the reads cut it) and hands each to its owner.
  *
  * @example
  * ```ts ignore
- * import { dial, MQTTProto } from "./proto.ts";
- * const conn = await dial({ hostname: "127.0.0.1", port: 1883 });
+ * import { MQTTProto } from "./proto.ts";
+ * import { fromByteConn } from "./transport/tcp.ts";
+ * const conn = fromByteConn(await Deno.connect({ hostname: "127.0.0.1", port: 1883 }));
  * const proto = new MQTTProto(conn, {
  *   onPacket: (packet) => console.log(packet.cmd),
  *   onClose: (error) => console.log("closed", error?.message),
  * });
  * proto.send({ cmd: "connect", clientId: "x", protocolVersion: 4, clean: true, keepalive: 60 });
- * const connack = await proto.handshake();
  * ```
  */
 export class MQTTProto {
-  readonly #conn: Deno.Conn;
+  readonly #conn: Connection;
   readonly #events: ProtoEvents;
-  readonly #maxPacketSize: number;
+  readonly #clock: Clock;
+  readonly #version: ProtocolVersion;
   readonly #highWaterMark: number;
-  readonly #parser = parser({ protocolVersion: 4 });
+  readonly #decoder: PacketDecoder;
 
   #writeQueue: Uint8Array[] = [];
   #bufferedBytes = 0;
@@ -191,26 +89,23 @@ export class MQTTProto {
   #drainWaiters: (() => void)[] = [];
   #flushWaiters: (() => void)[] = [];
 
-  readonly #readBuffer = new Uint8Array(READ_SIZE);
-  #pending: Uint8Array | undefined; // bytes of an incomplete frame
   #paused: { promise: Promise<void>; resume: () => void } | undefined;
-  #handshake: { resolve: (p: IConnackPacket) => void; reject: (e: Error) => void } | undefined;
-  #handshakeDone = false;
   #closed = false;
-  #closedPromise: Promise<void>;
+  readonly #closedPromise: Promise<void>;
   #resolveClosed!: () => void;
 
   /** Wraps `conn` and starts reading from it. */
-  constructor(conn: Deno.Conn, events: ProtoEvents, options: ProtoOptions = {}) {
+  constructor(conn: Connection, events: ProtoEvents, options: ProtoOptions = {}) {
     this.#conn = conn;
     this.#events = events;
-    this.#maxPacketSize = options.maxPacketSize ?? DEFAULT_MAX_PACKET;
+    this.#clock = options.clock ?? realClock;
+    this.#version = options.protocolVersion ?? 4;
     this.#highWaterMark = options.highWaterMark ?? DEFAULT_HIGH_WATER;
-    this.#closedPromise = new Promise((resolve) => this.#resolveClosed = resolve);
-    this.#parser.on("packet", (packet: Packet) => this.#deliver(packet));
-    this.#parser.on("error", (error: Error) => {
-      this.close(new ProtocolError(`malformed packet from broker: ${error.message}`));
+    this.#decoder = new PacketDecoder({
+      protocolVersion: this.#version,
+      maxPacketSize: options.maxPacketSize ?? DEFAULT_MAX_PACKET,
     });
+    this.#closedPromise = new Promise((resolve) => this.#resolveClosed = resolve);
     this.#readLoop();
   }
 
@@ -224,7 +119,7 @@ export class MQTTProto {
     return this.#closed;
   }
 
-  /** Bytes queued but not yet written to the socket. */
+  /** Bytes queued but not yet handed to the transport. */
   get bufferedBytes(): number {
     return this.#bufferedBytes;
   }
@@ -234,34 +129,34 @@ export class MQTTProto {
     return this.#bufferedBytes > this.#highWaterMark;
   }
 
-  /**
-   * Resolves with the CONNACK, the first packet the broker must send.
-   * Rejects if the connection closes first or another packet comes first.
-   * The caller writes the CONNECT with {@linkcode send} and owns the timeout.
-   */
-  handshake(): Promise<IConnackPacket> {
-    if (this.#handshakeDone || this.#handshake) {
-      return Promise.reject(new Error("handshake() may be called once per connection"));
-    }
-    if (this.#closed) return Promise.reject(new ConnectionLostError("connection is closed"));
-    return new Promise((resolve, reject) => this.#handshake = { resolve, reject });
-  }
-
-  /**
-   * Encodes `packet` and queues it for the next coalesced write. Nothing is
-   * queued after a DISCONNECT: it must be the last packet the client sends.
-   */
+  /** Encodes `packet` and queues it for the next coalesced write. */
   send(packet: Packet, options: SendOptions = {}): void {
-    this.sendBytes(generate(packet), options);
-    if (packet.cmd === "disconnect") this.#disconnectQueued = true;
+    this.sendBytes(packetFrame(packet, this.#version), options);
   }
 
-  /** Queues raw frame bytes for the next coalesced write (none after a DISCONNECT). */
-  sendBytes(bytes: Uint8Array, options: SendOptions = {}): void {
+  /**
+   * Queues one whole frame for the next coalesced write. Nothing is queued
+   * after a DISCONNECT: it must be the last packet the client sends.
+   */
+  sendBytes(frame: Uint8Array, options: SendOptions = {}): void {
     if (this.#closed || this.#disconnectQueued) return;
-    this.#writeQueue.push(bytes);
-    this.#bufferedBytes += bytes.length;
+    this.#writeQueue.push(frame);
+    this.#bufferedBytes += frame.length;
+    if (frame[0] >> 4 === DISCONNECT_TYPE) this.#disconnectQueued = true;
     if (options.urgent) this.#urgent = true;
+    this.#scheduleFlush();
+  }
+
+  /** Queues several whole frames, in order, for the next coalesced write. */
+  sendFrames(frames: readonly Uint8Array[], urgent: boolean): void {
+    for (let i = 0; i < frames.length; i++) {
+      if (this.#closed || this.#disconnectQueued) return;
+      const frame = frames[i];
+      this.#writeQueue.push(frame);
+      this.#bufferedBytes += frame.length;
+      if (frame[0] >> 4 === DISCONNECT_TYPE) this.#disconnectQueued = true;
+    }
+    if (urgent) this.#urgent = true;
     this.#scheduleFlush();
   }
 
@@ -271,10 +166,7 @@ export class MQTTProto {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  /**
-   * Writes everything queued, then closes. For a polite end (DISCONNECT) or
-   * the clean-session dance.
-   */
+  /** Writes everything queued, then closes: a polite end (DISCONNECT). */
   async end(): Promise<void> {
     while ((this.#writeQueue.length > 0 || this.#writing) && !this.#closed) {
       await new Promise<void>((resolve) => {
@@ -286,7 +178,7 @@ export class MQTTProto {
     this.close();
   }
 
-  /** Stops reading from the socket (the broker's TCP window then fills up). */
+  /** Stops reading from the transport (the broker's TCP window then fills up). */
   pauseReading(): void {
     if (this.#paused) return;
     let resume!: () => void;
@@ -301,22 +193,16 @@ export class MQTTProto {
     paused?.resume();
   }
 
-  /** Closes the socket; `error` is the reason reported to the owner. Idempotent. */
+  /** Closes the transport; `error` is the reason reported to the owner. Idempotent. */
   close(error?: Error): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch { /* already closed */ }
+    this.#conn.close();
     this.#writeQueue = [];
     this.#bufferedBytes = 0;
     this.#wakeDrainWaiters();
     for (const wake of this.#flushWaiters.splice(0)) wake();
     this.resumeReading();
-    if (this.#handshake) {
-      this.#handshake.reject(error ?? new ConnectionLostError("connection closed before CONNACK"));
-      this.#handshake = undefined;
-    }
     try {
       this.#events.onClose(error);
     } finally {
@@ -326,10 +212,10 @@ export class MQTTProto {
 
   /**
    * Writes on the next macrotask: a producer that awaits each publish (a
-   * microtask per message) gets to queue all it has first, so a window refill
-   * or a QoS 0 burst is one socket write instead of one or two frames per
-   * write. An urgent frame (its sender waits for the answer) goes out on the
-   * next microtask instead, with everything queued before it.
+   * microtask per message) gets to queue all it has first, so a window
+   * refill or a QoS 0 burst is one transport write. An urgent frame (its
+   * sender waits for the answer) goes out on the next microtask instead,
+   * with everything queued before it.
    */
   #scheduleFlush(): void {
     if (this.#writing) return; // the write under way reschedules when it is done
@@ -340,7 +226,7 @@ export class MQTTProto {
     } else {
       if (this.#macrotaskFlushScheduled) return;
       this.#macrotaskFlushScheduled = true;
-      setImmediate(this.#flushFromMacrotask);
+      this.#clock.defer(this.#flushFromMacrotask);
     }
   }
 
@@ -358,15 +244,14 @@ export class MQTTProto {
     if (this.#writing || this.#closed || this.#writeQueue.length === 0) return;
     this.#writing = true;
     this.#urgent = false;
+    let written = 0;
     try {
       const chunks = this.#writeQueue;
       this.#writeQueue = [];
       const bytes = chunks.length === 1 ? chunks[0] : concat(chunks);
-      let offset = 0;
-      while (offset < bytes.length) {
-        offset += await this.#conn.write(offset === 0 ? bytes : bytes.subarray(offset));
-      }
-      this.#bufferedBytes -= bytes.length;
+      await this.#conn.write(bytes);
+      written = bytes.length;
+      this.#bufferedBytes -= written;
       if (!this.backedUp) this.#wakeDrainWaiters();
     } catch (error) {
       if (!this.#closed) {
@@ -379,6 +264,7 @@ export class MQTTProto {
       this.#flushWaiters = [];
       for (const wake of waiters) wake();
     }
+    if (written > 0 && !this.#closed) this.#events.onFlushed?.(written);
   }
 
   #wakeDrainWaiters(): void {
@@ -397,13 +283,11 @@ export class MQTTProto {
       while (!this.#closed) {
         await this.#unpaused();
         if (this.#closed) return;
-        const n = await this.#conn.read(this.#readBuffer);
-        if (n === null) {
+        const chunk = await this.#conn.read();
+        if (chunk === null) {
           this.close(new ConnectionLostError("broker closed the connection"));
           return;
         }
-        // A copy of just what arrived: parsed payloads keep referring to it.
-        const chunk = this.#readBuffer.slice(0, n);
         // pauseReading() may have come while this read was pending: hold the bytes.
         await this.#unpaused();
         if (this.#closed) return;
@@ -416,109 +300,22 @@ export class MQTTProto {
     }
   }
 
-  /** Splits `chunk` (plus any leftover) into whole frames and parses each. */
   #receive(chunk: Uint8Array): void {
-    let bytes = chunk;
-    if (this.#pending) {
-      bytes = concat([this.#pending, chunk]);
-      this.#pending = undefined;
-    }
-    let offset = 0;
-    while (offset < bytes.length && !this.#closed) {
-      const frameLength = this.#frameLength(bytes, offset);
-      if (frameLength === undefined) break; // header incomplete
-      if (frameLength < 0) return; // protocol error, connection closed
-      if (offset + frameLength > bytes.length) break; // body incomplete
-      if (frameLength === 4 && bytes[offset] === PUBACK_HEADER && bytes[offset + 1] === 2) {
-        // The hot path of a QoS 1 stream: one PUBACK per message, decoded here
-        // rather than through the general parser.
-        const messageId = (bytes[offset + 2] << 8) | bytes[offset + 3];
-        offset += 4;
-        if (messageId === 0) {
-          this.close(new ProtocolError("malformed packet from broker: packet id 0 in a PUBACK"));
-          return;
-        }
-        this.#deliver({ cmd: "puback", messageId });
-        continue;
+    try {
+      this.#decoder.push(chunk, this.#deliver);
+    } catch (error) {
+      if (this.#closed) return;
+      if (error instanceof ProtocolError) {
+        this.close(
+          new ProtocolError(`malformed packet from broker: ${error.message}`, { cause: error }),
+        );
+      } else {
+        throw error;
       }
-      const frame = bytes.subarray(offset, offset + frameLength);
-      offset += frameLength;
-      const violation = frameViolation(frame);
-      if (violation) {
-        this.close(new ProtocolError(`malformed packet from broker: ${violation}`));
-        return;
-      }
-      this.#parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
     }
-    if (offset < bytes.length && !this.#closed) this.#pending = bytes.slice(offset);
   }
 
-  /**
-   * Total length of the frame starting at `offset`, undefined if its header is
-   * not complete yet, or -1 after closing the connection for a bad header.
-   */
-  #frameLength(bytes: Uint8Array, offset: number): number | undefined {
-    let remaining = 0;
-    let multiplier = 1;
-    for (let i = 1; i <= 4; i++) {
-      if (offset + i >= bytes.length) return undefined;
-      const digit = bytes[offset + i];
-      remaining += (digit & 0x7f) * multiplier;
-      if ((digit & 0x80) === 0) {
-        const total = 1 + i + remaining;
-        if (total > this.#maxPacketSize) {
-          this.close(
-            new ProtocolError(
-              `broker sent a ${total}-byte packet, over maxPacketSize ${this.#maxPacketSize}`,
-            ),
-          );
-          return -1;
-        }
-        return total;
-      }
-      multiplier *= 128;
-    }
-    this.close(new ProtocolError("malformed remaining length from broker (more than 4 bytes)"));
-    return -1;
-  }
-
-  #deliver(packet: Packet): void {
-    if (this.#closed) return;
-    if (!this.#handshakeDone) {
-      this.#handshakeDone = true;
-      if (packet.cmd !== "connack") {
-        // close() rejects a pending handshake() with this error.
-        this.close(new ProtocolError(`expected CONNACK from broker, got ${packet.cmd}`));
-        return;
-      }
-      const waiter = this.#handshake;
-      this.#handshake = undefined;
-      waiter?.resolve(packet);
-      return;
-    }
-    this.#events.onPacket(packet);
-  }
-}
-
-/** A Node Buffer view of `bytes` (no copy): mqtt-packet's encoder needs Buffers. */
-export function bufferView(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes)
-    ? bytes
-    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  readonly #deliver = (packet: Packet): void => {
+    if (!this.#closed) this.#events.onPacket(packet);
+  };
 }

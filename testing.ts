@@ -28,7 +28,9 @@
  * @module
  */
 
-import { Buffer, generate, type Packet as WirePacket, parser } from "./deps.ts";
+import { encode } from "./codec/encode.ts";
+import { decodePacket } from "./codec/decode.ts";
+import type { Packet as WirePacket } from "./codec/packets.ts";
 import { matchTopic } from "./topic.ts";
 
 /** The NetInterface test double, here too so everything for tests comes from one module. */
@@ -281,16 +283,14 @@ export interface ConnectionObserver {
 const DEFAULT_TIMEOUT_MS = 5000;
 const READ_SIZE = 64 * 1024;
 
-/** mqtt-packet's encoder wants Node Buffers; tests may pass plain Uint8Arrays. */
+/** The codec's shape of a packet a test wrote (string payloads allowed, optional fields filled). */
 function toWire(packet: Packet): WirePacket {
-  const asBuffer = (bytes: unknown) =>
-    bytes instanceof Uint8Array && !Buffer.isBuffer(bytes)
-      ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-      : bytes;
-  if (packet.cmd === "publish") {
-    return { ...packet, payload: asBuffer(packet.payload) } as WirePacket;
-  }
-  return packet as WirePacket;
+  const p = { ...packet } as Record<string, unknown>;
+  if (typeof p.payload === "string") p.payload = new TextEncoder().encode(p.payload);
+  if (p.cmd === "unsuback" && p.granted === undefined) p.granted = [];
+  if (p.cmd === "connect" && p.protocolVersion === undefined) p.protocolVersion = 4;
+  if (p.cmd === "connack" && p.returnCode === undefined) p.returnCode = 0;
+  return p as unknown as WirePacket;
 }
 
 /**
@@ -351,10 +351,6 @@ function describePacket(packet: Packet): string {
   return parts.join(" ");
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 interface PacketWaiter {
   resolve(packet: Packet): void;
   reject(error: Error): void;
@@ -390,9 +386,6 @@ export class FakeConnection {
   readonly #conn: Deno.Conn;
   readonly #observer: ConnectionObserver;
   readonly #splitter = new FrameSplitter();
-  readonly #parser = parser({ protocolVersion: 4 });
-  #parsed: Packet | undefined;
-  #parseError: Error | undefined;
 
   readonly #queue: Packet[] = [];
   readonly #waiters: PacketWaiter[] = [];
@@ -418,8 +411,6 @@ export class FakeConnection {
     this.#conn = conn;
     this.id = id;
     this.#observer = observer;
-    this.#parser.on("packet", (packet: WirePacket) => this.#parsed = packet as Packet);
-    this.#parser.on("error", (error: Error) => this.#parseError = error);
     const closing = new Promise<void>((resolve) => this.#signalClosed = resolve);
     const reading = this.#readLoop();
     this.closed = Promise.all([closing, reading]).then(() => this.#writeChain);
@@ -459,12 +450,12 @@ export class FakeConnection {
   }
 
   /**
-   * Encodes `packet` with mqtt-packet, writes it and records it. Writes are
+   * Encodes `packet`, writes it and records it. Writes are
    * sent in call order. On a closed or silenced connection nothing is written
    * or recorded and the promise still resolves (check {@linkcode isClosed}).
    */
   async send(packet: Packet): Promise<void> {
-    const bytes = new Uint8Array(generate(toWire(packet), { protocolVersion: 4 }));
+    const bytes = encode(toWire(packet), 4);
     await this.#write(bytes, packet);
   }
 
@@ -681,14 +672,12 @@ export class FakeConnection {
     }
     for (const bytes of frames) {
       if (this.#isClosed || this.#draining) return;
-      this.#parsed = undefined;
-      this.#parseError = undefined;
+      let packet: Packet | undefined;
       try {
-        this.#parser.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-      } catch (error) {
-        this.#parseError = error instanceof Error ? error : new Error(errorText(error));
+        packet = decodePacket(bytes, 4) as unknown as Packet;
+      } catch {
+        packet = undefined; // malformed: recorded without a packet, and the connection closed
       }
-      const packet = this.#parseError ? undefined : this.#parsed;
       this.#record({
         direction: "toBroker",
         connection: this.id,
@@ -906,7 +895,7 @@ class PlainBroker {
     return {
       cmd: "publish",
       topic,
-      payload: Buffer.from(payload),
+      payload: new Uint8Array(payload),
       qos: qos as 0 | 1,
       retain,
       dup: false,

@@ -56,14 +56,33 @@ export function validateTopicName(topic: unknown, what = "topic"): asserts topic
 
 /**
  * Throws unless `filter` is a valid subscription filter: `+` and `#` only as
- * whole levels, `#` only last.
+ * whole levels, `#` only last. A shared subscription `$share/<group>/<filter>`
+ * needs a non-empty group without wildcards or "/", and a valid filter.
  */
 export function validateTopicFilter(
   filter: unknown,
   what = "topic filter",
 ): asserts filter is string {
   checkString(filter, what);
-  const levels = filter.split("/");
+  let inner = filter;
+  if (filter.startsWith(SHARE_PREFIX)) {
+    const rest = filter.slice(SHARE_PREFIX.length);
+    const slash = rest.indexOf("/");
+    const group = slash < 0 ? rest : rest.slice(0, slash);
+    if (group.length === 0) {
+      throw new TypeError(`${what} has an empty shared subscription group: ${show(filter)}`);
+    }
+    if (group.includes("+") || group.includes("#")) {
+      throw new TypeError(
+        `${what} has wildcards in its shared subscription group: ${show(filter)}`,
+      );
+    }
+    if (slash < 0 || slash === rest.length - 1) {
+      throw new TypeError(`${what} is a shared subscription without a filter: ${show(filter)}`);
+    }
+    inner = rest.slice(slash + 1);
+  }
+  const levels = inner.split("/");
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i];
     if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) {
@@ -75,10 +94,24 @@ export function validateTopicFilter(
   }
 }
 
+const SHARE_PREFIX = "$share/";
+
+/**
+ * The filter that incoming topics are matched against: `<filter>` for a
+ * shared subscription `$share/<group>/<filter>` (messages carry the plain
+ * topic), the filter itself otherwise.
+ */
+export function matchingFilter(filter: string): string {
+  if (!filter.startsWith(SHARE_PREFIX)) return filter;
+  const slash = filter.indexOf("/", SHARE_PREFIX.length);
+  return slash < 0 ? filter : filter.slice(slash + 1);
+}
+
 /**
  * Whether `topic` (a topic name) matches `filter` (which may contain `+` and
  * `#`). Topics starting with `$` do not match a filter starting with a
- * wildcard (MQTT-4.7.2-1).
+ * wildcard (MQTT-4.7.2-1). A shared subscription's filter matches as its
+ * `<filter>` part.
  *
  * @example
  * ```ts
@@ -89,6 +122,7 @@ export function validateTopicFilter(
  */
 export function matchTopic(filter: string, topic: string): boolean {
   if (filter === topic) return true;
+  if (filter.startsWith(SHARE_PREFIX)) filter = matchingFilter(filter);
   if (topic.startsWith("$") && (filter.startsWith("+") || filter.startsWith("#"))) return false;
   const f = filter.split("/");
   const t = topic.split("/");

@@ -3,7 +3,7 @@
  * with the client library), so a fault in the client cannot hide one here.
  */
 import assert from "node:assert/strict";
-import { Buffer, generate, type Packet as WirePacket, parser } from "../deps.ts";
+import { Buffer, generate, type Packet as WirePacket, parser } from "./oracle.ts";
 import { FakeBroker, type Packet } from "./fake_broker.ts";
 
 const decoder = new TextDecoder();

@@ -11,7 +11,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Buffer, generate } from "../deps.ts";
+import { Buffer, generate } from "./oracle.ts";
 import { FakeBroker } from "./fake_broker.ts";
 import { quickClient, text, within } from "./helpers.ts";
 

@@ -14,28 +14,28 @@ const violations: [string, number[], RegExp][] = [
   ["reserved packet type 0", [0x00, 0x00], /malformed|Not supported/],
   ["reserved packet type 15", [0xf0, 0x00], /malformed|Not supported/],
   ["a 5th remaining-length byte", [0x30, 0xff, 0xff, 0xff, 0xff, 0x01], /remaining length/],
-  ["a second CONNACK", [0x20, 0x02, 0x00, 0x00], /unexpected connack/],
+  ["a second CONNACK", [0x20, 0x02, 0x00, 0x00], /unexpected connack/i],
   [
     "CONNECT from the broker",
     [0x10, 0x0c, 0, 4, ...enc("MQTT"), 4, 2, 0, 60, 0, 0],
-    /unexpected connect/,
+    /unexpected connect/i,
   ],
-  ["PINGREQ from the broker", [0xc0, 0x00], /unexpected pingreq/],
+  ["PINGREQ from the broker", [0xc0, 0x00], /unexpected pingreq/i],
   ["SUBACK for an unknown id", [0x90, 0x03, 0x12, 0x34, 0x00], /SUBACK for unknown packet 4660/],
   ["UNSUBACK for an unknown id", [0xb0, 0x02, 0x12, 0x34], /UNSUBACK for unknown packet/],
-  ["PUBACK with flag bits set", [0x41, 0x02, 0x00, 0x01], /flag bits/],
-  ["PUBACK of the wrong length", [0x40, 0x01, 0x00], /PUBACK with remaining length 1/],
-  ["PINGRESP with a body", [0xd0, 0x01, 0x00], /PINGRESP with remaining length 1/],
+  ["PUBACK with flag bits set", [0x41, 0x02, 0x00, 0x01], /fixed header flags/],
+  ["PUBACK of the wrong length", [0x40, 0x01, 0x00], /PUBACK has remaining length 1/],
+  ["PINGRESP with a body", [0xd0, 0x01, 0x00], /PINGRESP has remaining length 1/],
   ["a PUBLISH with both QoS bits set", [0x36, 0x05, 0, 1, 0x61, 0, 1], /QoS bits/],
-  ["a PUBLISH topic that is not UTF-8", [0x30, 0x04, 0, 2, 0xc3, 0x28], /not valid UTF-8/],
+  ["a PUBLISH topic that is not UTF-8", [0x30, 0x04, 0, 2, 0xc3, 0x28], /not well-formed UTF-8/],
   ["a PUBLISH topic with U+0000", [0x30, 0x04, 0, 2, 0x61, 0x00], /U\+0000/],
   ["a PUBLISH topic with a wildcard", [0x30, 0x04, 0, 2, 0x61, 0x23], /wildcard/],
   ["a PUBLISH whose topic overruns the frame", [0x30, 0x03, 0, 9, 0x61], /topic|malformed/],
-  ["a QoS 2 PUBLISH", [0x34, 0x05, 0, 1, 0x61, 0, 1], /QoS 2/],
-  ["PUBREL (a QoS 2 flow)", [0x62, 0x02, 0x00, 0x01], /unexpected pubrel/],
-  ["packet id 0 in a PUBACK", [0x40, 0x02, 0x00, 0x00], /packet id 0/],
+  ["SUBSCRIBE from the broker", [0x82, 0x06, 0, 1, 0, 1, 0x61, 0], /unexpected subscribe/i],
+  ["DISCONNECT from a 3.1.1 broker", [0xe0, 0x00], /DISCONNECT from broker/],
+  ["packet id 0 in a PUBACK", [0x40, 0x02, 0x00, 0x00], /packet identifier 0/],
   ["a SUBACK return code 0x03", [0x90, 0x03, 0x00, 0x01, 0x03], /return code 0x3/],
-  ["a frame over maxPacketSize", [0x30, 0x80, 0x80, 0x80, 0x01], /over maxPacketSize/],
+  ["a frame over maxPacketSize", [0x30, 0x80, 0x80, 0x80, 0x01], /exceeds the maximum packet size/],
 ];
 
 Deno.test("protocol violations close the link, are logged, and un-ACKed publishes are re-sent on the next one", async (t) => {
@@ -57,9 +57,9 @@ Deno.test("protocol violations close the link, are logged, and un-ACKed publishe
       assert.equal(again.messageId, original.messageId);
       assert.equal(again.dup, true);
       assert.equal(text(again.payload as Uint8Array), "me");
+      conn = next; // the next step goes on whatever this one found
       const logged = client.log.slice(logLines).join("\n");
       assert.match(logged, reason);
-      conn = next;
     });
   }
   await conn.send({ cmd: "puback", messageId: original.messageId! });

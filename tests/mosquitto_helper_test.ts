@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Buffer, generate, type Packet, parser } from "../deps.ts";
+import { Buffer, generate, type Packet, parser } from "./oracle.ts";
 import { brokerTest, MOSQUITTO_MISSING, mosquittoAvailable, startMosquitto } from "./mosquitto.ts";
 import { makePki, removePki } from "./pki.ts";
 

@@ -29,7 +29,7 @@ interface Got {
   payload: Uint8Array;
   text: string;
   retained: boolean;
-  qos: 0 | 1;
+  qos: 0 | 1 | 2;
   dup: boolean;
 }
 

@@ -1,7 +1,6 @@
 /**
- * The one place external code enters the library. The specifier is complete
- * on its own (not an import-map alias) so that a program importing `mod.ts`
- * by URL, without this repository's deno.json, resolves it too.
+ * The test suite's reference codec, mqtt-packet: differential tests and
+ * hand-made frames use it. The library itself has no dependency.
  *
  * @module
  */
@@ -19,6 +18,3 @@ export type {
   Parser,
 } from "npm:mqtt-packet@^9.0.2";
 export { Buffer } from "node:buffer";
-// A macrotask that runs right after pending I/O callbacks (about 3 µs here);
-// setTimeout(0) is clamped to milliseconds once nested.
-export { setImmediate } from "node:timers";

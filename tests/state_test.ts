@@ -1,377 +1,585 @@
+/**
+ * The session state as an events → actions machine, without sockets or
+ * timers: packet ids, the window, re-sends, keepalive and dead-link
+ * deadlines, the Nagle nudge, QoS 2 exchanges, durability gates and the
+ * clean-session dance. Every test drives events and reads the actions.
+ */
+
 import assert from "node:assert/strict";
+import { PacketDecoder } from "../codec/decode.ts";
+import type { Packet } from "../codec/packets.ts";
+import { Actions } from "../core/actions.ts";
+import { OutgoingPublish, Request } from "../core/records.ts";
 import {
-  ACK_PAUSE_MS,
-  type InflightPublish,
-  MAX_ACK_PAUSE_MS,
+  CONNECTING,
+  DOWN,
   MAX_PACKET_ID,
   MqttState,
-  type StateOptions,
-} from "../state.ts";
+  type SessionConfig,
+  UP,
+} from "../core/state.ts";
+import { INITIAL_WINDOW } from "../core/_window.ts";
+import { ConnectionRefusedError, ProtocolError, ResponseTimeoutError } from "../errors.ts";
 
-const defaults: StateOptions = { keepaliveMs: 60_000, responseTimeMs: 10_000, maxInflight: 3 };
+const PAYLOAD = new Uint8Array([1, 2, 3]);
 
-function connectedState(options: Partial<StateOptions> = {}, now = 0): MqttState {
-  const state = new MqttState({ ...defaults, ...options });
-  state.connectStarted(now);
-  state.sessionStarted(now);
-  return state;
+/** A state with its actions and a clock the test moves. */
+class Rig {
+  readonly state: MqttState;
+  readonly out = new Actions();
+  now = 0;
+  readonly settled = new Map<unknown, { value?: unknown; error?: Error }>();
+
+  constructor(config: Partial<SessionConfig> = {}) {
+    this.state = new MqttState({
+      protocolVersion: 4,
+      clientId: "rig",
+      keepalive: 60,
+      responseTimeMs: 10_000,
+      clean: false,
+      maxInflight: 1024,
+      maxInflightQos2: 20,
+      highWaterMark: 1 << 20,
+      sessionExpiry: 0,
+      durable: false,
+      gated: false,
+      ...config,
+    });
+  }
+
+  /** Runs one event on fresh actions; records settlements; returns the decoded writes. */
+  event(run: (out: Actions, now: number) => void): Packet[] {
+    this.out.reset();
+    run(this.out, this.now);
+    const out = this.out;
+    out.settleCalls.forEach((call, i) => {
+      this.settled.set(call, { value: out.settleValues[i], error: out.settleErrors[i] });
+    });
+    return decodeAll(out.writes, this.state.config.protocolVersion);
+  }
+
+  packet(packet: Packet): Packet[] {
+    return this.event((out, now) => this.state.onPacket(packet, now, out));
+  }
+
+  timer(at: number): Packet[] {
+    this.now = at;
+    return this.event((out, now) => this.state.onTimer(now, out));
+  }
+
+  /** CONNECT and an accepting CONNACK. */
+  connect(sessionPresent = true): Packet[] {
+    this.event((out, now) => this.state.onConnecting(now, out));
+    return this.packet({ cmd: "connack", sessionPresent, returnCode: 0 });
+  }
+
+  /** The reason the last event closed the connection, if it did. */
+  closed(): Error | undefined {
+    return this.out.close;
+  }
+
+  drop(): void {
+    this.event((out, now) => this.state.onClose(undefined, now, out));
+  }
+
+  publish(qos: 0 | 1 | 2, sync = true, topic = "t"): OutgoingPublish {
+    const record = new OutgoingPublish(topic, PAYLOAD, qos, false, undefined, sync);
+    this.event((out, now) => this.state.onPublish(record, now, out));
+    return record;
+  }
+
+  subscribe(filter: string): Request {
+    const request = new Request("subscribe", [{ topic: filter, qos: 1 }], undefined);
+    this.event((out, now) => this.state.onRequest(request, now, out));
+    return request;
+  }
 }
 
-function publish(state: MqttState, now: number, topic = "t"): InflightPublish {
-  const entry: InflightPublish = {
-    id: state.nextPacketId(),
-    topic,
-    payload: new Uint8Array([1]),
-    retain: false,
-    sentAt: now,
-    dup: false,
-  };
-  state.publishSent(entry, now);
-  return entry;
+function decodeAll(frames: readonly Uint8Array[], version: 4 | 5): Packet[] {
+  const decoder = new PacketDecoder({ protocolVersion: version });
+  const packets: Packet[] = [];
+  for (const frame of frames) decoder.push(frame, (p) => packets.push(p));
+  return packets;
 }
 
-Deno.test("packet ids start at 1 and skip ids still in flight", () => {
-  const state = connectedState({ maxInflight: 10 });
-  const a = publish(state, 0);
-  const b = publish(state, 0);
-  assert.deepEqual([a.id, b.id], [1, 2]);
-  state.pubackReceived(1, 1);
-  assert.equal(state.nextPacketId(), 3);
+function ids(packets: Packet[], cmd = "publish"): number[] {
+  return packets.filter((p) => p.cmd === cmd).map((p) => (p as { messageId: number }).messageId);
+}
+
+// ---- connection lifecycle -------------------------------------------------------
+
+Deno.test("CONNECT carries the settings; CONNACK 0 makes the link up and reports the session", () => {
+  const rig = new Rig({ keepalive: 30, username: "u", password: new Uint8Array([112]) });
+  const [connect] = rig.event((out, now) => rig.state.onConnecting(now, out));
+  assert.equal(connect.cmd, "connect");
+  assert.equal((connect as { clientId: string }).clientId, "rig");
+  assert.equal((connect as { keepalive: number }).keepalive, 30);
+  assert.equal((connect as { username: string }).username, "u");
+  assert.equal(rig.state.phase, CONNECTING);
+  rig.packet({ cmd: "connack", sessionPresent: true, returnCode: 0 });
+  assert.deepEqual(rig.out.handshake, { kind: "connected", sessionPresent: true });
+  assert.equal(rig.state.phase, UP);
 });
 
-Deno.test("packet ids wrap from 65535 to 1 and never reuse one in use", () => {
-  const state = connectedState({ maxInflight: 10 });
-  const held = publish(state, 0); // id 1 stays un-ACKed across the wrap
-  for (let i = 2; i < MAX_PACKET_ID; i++) state.nextPacketId();
-  assert.equal(state.nextPacketId(), MAX_PACKET_ID);
-  assert.equal(held.id, 1);
-  assert.equal(state.nextPacketId(), 2, "id 1 is in flight, so the wrap skips it");
+Deno.test("a refusing CONNACK fails the handshake with the reason and closes", () => {
+  const rig = new Rig();
+  rig.event((out, now) => rig.state.onConnecting(now, out));
+  rig.packet({ cmd: "connack", sessionPresent: false, returnCode: 5 });
+  const outcome = rig.out.handshake;
+  assert.equal(outcome?.kind, "failed");
+  const error = (outcome as { error: Error }).error;
+  assert.ok(error instanceof ConnectionRefusedError);
+  assert.match(error.message, /not authorized/);
+  assert.equal(rig.out.close, error);
+  assert.equal(rig.state.phase, DOWN);
 });
 
-Deno.test("a subscribe request holds its id until its SUBACK", () => {
-  const state = connectedState();
-  const id = state.nextPacketId();
-  state.requestSent({ id, kind: "subscribe", filters: ["a"], qos: 1, sentAt: 0 }, 0);
-  assert.equal(
-    state.responseReceived(id, "unsubscribe", 1),
-    undefined,
-    "wrong kind is not a match",
-  );
-  assert.ok(state.responseReceived(id, "subscribe", 1));
-  assert.equal(state.requests.size, 0);
-});
-
-Deno.test("all ids in use: nextPacketId throws and the window reports no room", () => {
-  const state = connectedState({ maxInflight: MAX_PACKET_ID });
-  for (let i = 0; i < MAX_PACKET_ID; i++) publish(state, 0);
-  assert.equal(state.hasWindowRoom(), false);
-  assert.equal(state.hasFreeId(), false);
-  assert.throws(() => state.nextPacketId(), RangeError);
-});
-
-Deno.test("the window has room until maxInflight publishes are un-ACKed", () => {
-  const state = connectedState({ maxInflight: 2 });
-  assert.ok(state.hasWindowRoom());
-  publish(state, 0);
-  assert.ok(state.hasWindowRoom());
-  const second = publish(state, 0);
-  assert.equal(state.hasWindowRoom(), false);
-  assert.equal(state.pubackReceived(second.id, 1), second);
-  assert.ok(state.hasWindowRoom());
-});
-
-Deno.test("a full window: a packet from the broker and no write of ours since calls for a PINGREQ (Nagle)", () => {
-  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
-  driveSlowLink(state, 20, 1); // the window grew to 128
-  const sent: InflightPublish[] = [];
-  while (state.hasWindowRoom()) sent.push(publish(state, 100));
-  assert.equal(sent.length, 128);
-  assert.equal(state.ackNudgeDue(150), false, "before an answer, silence is the round trip");
-  state.linkLost();
-  state.connectStarted(200); // the window starts again at 64, below the 128 re-sends
-  state.sessionStarted(200);
-  state.pubackReceived(sent[0].id, 201); // the broker sends one, then holds the rest
-  assert.equal(state.hasWindowRoom(), false, "127 in flight, window 64: no publish can carry it");
-  assert.ok(state.ackNudgeDue(201), "due at once");
-  assert.equal(state.nextDeadline(), 201 + ACK_PAUSE_MS, "the timer is only the backstop");
-  state.pingSent(201);
-  assert.equal(state.ackNudgeDue(300), false, "we wrote last: nothing is owed");
-  state.pingrespReceived(310);
-  state.pubackReceived(sent[1].id, 310); // the PINGREQ freed the held PUBACKs
-  assert.ok(state.ackNudgeDue(310), "still full: the same again");
-});
-
-Deno.test("any packet counts as the broker's answer; each PINGREQ without a PUBACK since doubles the pause", () => {
-  const state = connectedState({ maxInflight: 8 });
-  Array.from({ length: 8 }, () => publish(state, 0));
-  state.pingSent(1);
-  state.pingrespReceived(2); // sent at once; PUBACKs behind it may be held
-  assert.equal(state.nextDeadline(), 2 + 2 * ACK_PAUSE_MS, "one PINGREQ since the last PUBACK");
-  assert.equal(state.ackNudgeDue(2 + ACK_PAUSE_MS), false);
-  assert.ok(state.ackNudgeDue(2 + 2 * ACK_PAUSE_MS));
-  const pauses: number[] = [];
-  for (let t = 10; state.nextDeadline() < 10_000; t += 100) {
-    state.pingSent(t);
-    state.pingrespReceived(t + 1);
-    if (state.nextDeadline() < 10_000) pauses.push(state.nextDeadline() - (t + 1));
-  }
-  assert.deepEqual(pauses, [4, 8, 16, 32], "a slow broker is pinged a few times, not in a loop");
-  assert.ok(32 <= MAX_ACK_PAUSE_MS);
-});
-
-Deno.test("room in the window: the silence must exceed two round trips before a PINGREQ", () => {
-  const state = connectedState({ maxInflight: 8 });
-  const a = publish(state, 0);
-  publish(state, 0);
-  state.pubackReceived(a.id, 3); // round trip 3 ms; the second PUBACK may be held
-  assert.equal(state.nextDeadline(), 3 + 2 * 3, "two round trips after the last packet");
-  assert.equal(state.ackNudgeDue(8), false, "could still be the round trip");
-  assert.ok(state.ackNudgeDue(9));
-  state.pingSent(9);
-  assert.equal(state.ackNudgeDue(50), false, "one write per silence");
-});
-
-Deno.test("a full window with a PINGREQ already out waits instead of nudging at once", () => {
-  const state = connectedState({ maxInflight: 8 });
-  state.pingSent(0); // a keepalive ping, say
-  Array.from({ length: 8 }, () => publish(state, 0));
-  const id = state.nextPacketId();
-  state.requestSent({ id, kind: "subscribe", filters: ["a"], qos: 0, sentAt: 0 }, 0);
-  state.responseReceived(id, "subscribe", 2); // a SUBACK while the window is full
-  assert.equal(state.ackNudgeDue(2), false, "its PINGRESP may yet carry the hold away");
-  assert.ok(state.ackNudgeDue(2 + 2 * ACK_PAUSE_MS));
-});
-
-Deno.test("before the first round-trip sample, room in the window waits the shortest pause", () => {
-  const state = connectedState({ maxInflight: 8 });
-  const [a] = Array.from({ length: 3 }, () => publish(state, 0));
-  state.linkLost();
-  state.connectStarted(10);
-  state.sessionStarted(10); // re-sends give no round-trip sample
-  state.pubackReceived(a.id, 11);
-  assert.ok(state.ackNudgeDue(11 + ACK_PAUSE_MS));
-});
-
-Deno.test("no nudge is due while the link is down", () => {
-  const state = connectedState({ maxInflight: 8 });
-  const [a] = Array.from({ length: 3 }, () => publish(state, 0));
-  state.pubackReceived(a.id, 1);
-  state.linkLost();
-  assert.equal(state.ackNudgeDue(1_000), false);
-  assert.equal(state.nextDeadline(), Infinity);
-});
-
-Deno.test("no PINGREQ for silence when nothing is due or we wrote last", () => {
-  const state = connectedState({ maxInflight: 8 });
-  const a = publish(state, 0);
-  state.pubackReceived(a.id, 3);
-  assert.equal(state.ackNudgeDue(100), false, "nothing in flight");
-  publish(state, 100);
-  assert.equal(state.ackNudgeDue(200), false, "we wrote after the broker's last packet");
-});
-
-Deno.test("a second PINGREQ before the first PINGRESP keeps the first one's deadline", () => {
-  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
-  state.pingSent(100);
-  state.pingSent(300);
-  assert.equal(state.deadLinkReason(599), undefined);
-  assert.equal(state.deadLinkReason(600), "no PINGRESP within 500 ms");
-});
-
-Deno.test("a PUBACK for an unknown id returns undefined and changes nothing", () => {
-  const state = connectedState();
-  publish(state, 0);
-  assert.equal(state.pubackReceived(999, 1), undefined);
-  assert.equal(state.inflight.size, 1);
-});
-
-Deno.test("a fresh session re-sends un-ACKed publishes in original order with DUP", () => {
-  const state = connectedState({ maxInflight: 5 });
-  const [a, b, c] = [publish(state, 0, "a"), publish(state, 1, "b"), publish(state, 2, "c")];
-  state.pubackReceived(b.id, 3);
-  state.linkLost();
-  state.connectStarted(100);
-  const plan = state.sessionStarted(101);
-  assert.deepEqual(plan.publishes.map((p) => [p.id, p.topic, p.dup]), [
-    [a.id, "a", true],
-    [c.id, "c", true],
-  ]);
-  assert.ok(plan.publishes.every((p) => p.sentAt === 101));
-});
-
-Deno.test("nothing is re-sent while the link stays up: only sessionStarted plans re-sends", () => {
-  const state = connectedState();
-  const entry = publish(state, 0);
-  // Time passes without a PUBACK: the state reports a dead link, never a re-send.
-  assert.match(state.deadLinkReason(10_000) ?? "", /no PUBACK for packet 1/);
-  assert.equal(entry.dup, false);
-});
-
-Deno.test("unanswered subscribe requests are re-sent on the next session", () => {
-  const state = connectedState();
-  const id = state.nextPacketId();
-  state.requestSent({ id, kind: "subscribe", filters: ["x/#"], qos: 1, sentAt: 0 }, 0);
-  state.linkLost();
-  state.connectStarted(50);
-  const plan = state.sessionStarted(60);
-  assert.deepEqual(plan.requests.map((r) => r.id), [id]);
-});
-
-Deno.test("a ping is due after keepalive without sending, and only one at a time", () => {
-  const state = connectedState({ keepaliveMs: 1000 });
-  state.packetReceived(900); // traffic from the broker alone does not postpone the ping
-  assert.equal(state.pingDue(999), false);
-  assert.equal(state.pingDue(1000), true);
-  state.pingSent(1000);
-  assert.equal(state.pingDue(5000), false, "one ping outstanding at a time");
-  state.pingrespReceived(1010);
-  assert.equal(state.pingDue(1999), false);
-  assert.equal(state.pingDue(2000), true);
-});
-
-Deno.test("a ping is due when nothing was received for keepalive even while sending", () => {
-  const state = connectedState({ keepaliveMs: 1000 });
-  for (let t = 100; t <= 1000; t += 100) state.packetSent(t); // a QoS 0 stream
-  assert.equal(state.pingDue(1000), true);
-});
-
-Deno.test("keepalive 0 never asks for a ping", () => {
-  const state = connectedState({ keepaliveMs: 0 });
-  assert.equal(state.pingDue(1e9), false);
-  assert.equal(state.nextDeadline(), Infinity);
-});
-
-Deno.test("no ping is due while the link is down", () => {
-  const state = connectedState({ keepaliveMs: 1000 });
-  state.linkLost();
-  assert.equal(state.pingDue(10_000), false);
-});
-
-Deno.test("an unanswered PINGREQ marks the link dead after responseTime", () => {
-  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
-  state.pingSent(1000);
-  assert.equal(state.deadLinkReason(1499), undefined);
-  assert.equal(state.deadLinkReason(1500), "no PINGRESP within 500 ms");
-});
-
-Deno.test("half-open detection: silence is noticed within keepalive + responseTime", () => {
-  const state = connectedState({ keepaliveMs: 1000, responseTimeMs: 500 });
-  let now = 0;
-  let dead: string | undefined;
-  // Drive the state as the client's timer does: jump to each deadline.
-  while (dead === undefined) {
-    now = state.nextDeadline();
-    if (state.pingDue(now)) state.pingSent(now);
-    dead = state.deadLinkReason(now);
-  }
-  assert.equal(now, 1500);
-  assert.match(dead, /PINGRESP/);
+Deno.test("a first packet other than CONNACK is a protocol error that fails the handshake", () => {
+  const rig = new Rig();
+  rig.event((out, now) => rig.state.onConnecting(now, out));
+  rig.packet({ cmd: "puback", messageId: 1 });
+  assert.ok(rig.out.close instanceof ProtocolError);
+  assert.match(rig.out.close.message, /expected CONNACK from broker, got puback/);
+  assert.equal(rig.out.handshake?.kind, "failed");
 });
 
 Deno.test("a missing CONNACK fails the attempt after responseTime", () => {
-  const state = new MqttState({ ...defaults, responseTimeMs: 300 });
-  state.connectStarted(1000);
-  assert.equal(state.nextDeadline(), 1300);
-  assert.equal(state.deadLinkReason(1299), undefined);
-  assert.equal(state.deadLinkReason(1300), "no CONNACK within 300 ms");
+  const rig = new Rig({ responseTimeMs: 500 });
+  rig.event((out, now) => rig.state.onConnecting(now, out));
+  assert.equal(rig.out.deadline, 500);
+  rig.timer(499);
+  assert.equal(rig.closed(), undefined);
+  rig.timer(500);
+  assert.ok(rig.closed() instanceof ResponseTimeoutError);
+  assert.match(rig.closed()!.message, /no CONNACK within 500 ms/);
 });
 
-Deno.test("an overdue SUBACK or UNSUBACK marks the link dead", () => {
-  const state = connectedState({ responseTimeMs: 100 });
-  const id = state.nextPacketId();
-  state.requestSent({ id, kind: "unsubscribe", filters: ["a"], qos: 0, sentAt: 0 }, 0);
-  assert.equal(state.nextDeadline(), 100);
-  assert.equal(state.deadLinkReason(100), `no UNSUBACK for packet ${id} within 100 ms`);
+Deno.test("clean: true in 3.1.1: CleanSession=1 once, DISCONNECT, redial; CleanSession=0 ever after", () => {
+  const rig = new Rig({ clean: true });
+  const [first] = rig.event((out, now) => rig.state.onConnecting(now, out));
+  assert.equal((first as { clean: boolean }).clean, true);
+  const written = rig.packet({ cmd: "connack", sessionPresent: false, returnCode: 0 });
+  assert.deepEqual(written.map((p) => p.cmd), ["disconnect"]);
+  assert.equal(rig.out.endGracefully, true);
+  assert.deepEqual(rig.out.handshake, { kind: "redial" });
+  for (let i = 0; i < 3; i++) {
+    const [again] = rig.event((out, now) => rig.state.onConnecting(now, out));
+    assert.equal((again as { clean: boolean }).clean, false, `connection ${i + 2}`);
+    rig.packet({ cmd: "connack", sessionPresent: true, returnCode: 0 });
+    assert.equal(rig.out.handshake?.kind, "connected");
+    rig.drop();
+  }
 });
 
-Deno.test("the oldest un-ACKed publish sets the PUBACK deadline", () => {
-  const state = connectedState({ responseTimeMs: 100, keepaliveMs: 0 });
-  const a = publish(state, 0);
-  publish(state, 50);
-  assert.equal(state.nextDeadline(), 100);
-  state.pubackReceived(a.id, 60);
-  assert.equal(state.nextDeadline(), 150);
+Deno.test("clean: true in MQTT 5: Clean Start=1 on the first connect only, no dance", () => {
+  const rig = new Rig({ clean: true, protocolVersion: 5, sessionExpiry: 3600 });
+  const [first] = rig.event((out, now) => rig.state.onConnecting(now, out));
+  assert.equal((first as { clean: boolean }).clean, true);
+  rig.packet({ cmd: "connack", sessionPresent: false, reasonCode: 0 });
+  assert.equal(rig.out.handshake?.kind, "connected");
+  rig.drop();
+  const [second] = rig.event((out, now) => rig.state.onConnecting(now, out));
+  assert.equal((second as { clean: boolean }).clean, false);
 });
 
-Deno.test("takeAll empties the tables for shutdown", () => {
-  const state = connectedState();
-  publish(state, 0);
-  state.requestSent({
-    id: state.nextPacketId(),
-    kind: "subscribe",
-    filters: ["a"],
-    qos: 0,
-    sentAt: 0,
-  }, 0);
-  const all = state.takeAll();
-  assert.equal(all.publishes.length, 1);
-  assert.equal(all.requests.length, 1);
-  assert.equal(state.inflight.size + state.requests.size, 0);
+// ---- packet ids and the window -------------------------------------------------------
+
+Deno.test("packet ids start at 1 and skip ids still in flight; they wrap from 65535 to 1", () => {
+  const rig = new Rig({ maxInflight: 65_535 });
+  rig.connect();
+  const first = rig.publish(1);
+  assert.equal(first.id, 1);
+  for (let i = 2; i <= MAX_PACKET_ID; i++) rig.publish(1);
+  // Every id is in use: acknowledge 7 and the next publish takes it.
+  rig.packet({ cmd: "puback", messageId: 7 });
+  const next = rig.publish(1);
+  assert.equal(next.id, 7);
 });
 
-Deno.test("maxInflight outside 1..65535 is a RangeError", () => {
-  assert.throws(() => new MqttState({ ...defaults, maxInflight: 0 }), RangeError);
-  assert.throws(() => new MqttState({ ...defaults, maxInflight: 70_000 }), RangeError);
+Deno.test("all ids in use: a further publish waits for one to free, then queues behind the others", () => {
+  const rig = new Rig({ maxInflight: 65_535 });
+  rig.connect();
+  for (let i = 1; i <= MAX_PACKET_ID; i++) rig.publish(1);
+  const waiting = rig.publish(1);
+  assert.equal(waiting.id, 0, "not accepted yet");
+  const written = ids(rig.packet({ cmd: "puback", messageId: 42 }));
+  assert.equal(waiting.id, 42, "it takes the freed id");
+  assert.ok(written.length > 0 && written[0] === 65, `the queue moves on in order: ${written}`);
+  assert.ok(!written.includes(42), "behind the publishes accepted before it");
+});
+
+Deno.test("the window holds maxInflight written publishes; the next goes out on an acknowledgement", () => {
+  const rig = new Rig({ maxInflight: 3 });
+  rig.connect();
+  const records = [1, 2, 3, 4].map(() => rig.publish(1, false));
+  assert.equal(rig.state.inflight, 3);
+  assert.equal(records[3].stage, 0, "the 4th waits");
+  assert.ok(rig.settled.has(records[0]) && rig.settled.has(records[1]), "streaming calls answered");
+  assert.ok(!rig.settled.has(records[2]), "the call that filled the window waits for room");
+  const written = rig.packet({ cmd: "puback", messageId: 1 });
+  assert.deepEqual(ids(written), [4]);
+  assert.ok(rig.settled.has(records[2]), "room again: answered");
 });
 
 Deno.test("the window starts at 64, or at maxInflight when that is smaller", () => {
-  assert.equal(connectedState({ maxInflight: 1024 }).window, 64);
-  assert.equal(connectedState({ maxInflight: 4 }).window, 4);
+  assert.equal(new Rig().state.inspect().window, INITIAL_WINDOW);
+  assert.equal(new Rig({ maxInflight: 8 }).state.inspect().window, 8);
 });
-
-/** Keeps the window full on a link with a fixed round trip; returns the window after `rounds`. */
-function driveSlowLink(state: MqttState, rttMs: number, rounds: number): number[] {
-  const windows: number[] = [];
-  let now = 0;
-  for (let round = 0; round < rounds; round++) {
-    const sent: InflightPublish[] = [];
-    while (state.hasWindowRoom()) sent.push(publish(state, now));
-    now += rttMs;
-    for (const entry of sent) state.pubackReceived(entry.id, now);
-    windows.push(state.window);
-  }
-  return windows;
-}
 
 Deno.test("on a slow link without queueing the window doubles each round trip up to maxInflight", () => {
-  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
-  const windows = driveSlowLink(state, 20, 6);
-  assert.deepEqual(windows, [128, 256, 512, 1024, 1024, 1024]);
-});
-
-Deno.test("when PUBACKs start to queue the window stops growing (few messages in flight on a fast link)", () => {
-  // A broker that serves one PUBLISH per 25 us behind a 50 us link, the client
-  // keeping the window full: round trips grow with the window (queueing).
-  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
-  const serviceMs = 0.025;
-  const pending: { entry: InflightPublish; ackAt: number }[] = [];
-  let now = 0;
-  let brokerFreeAt = 0;
-  for (let acked = 0; acked < 20_000;) {
-    while (state.hasWindowRoom()) {
-      const entry = publish(state, now);
-      brokerFreeAt = Math.max(brokerFreeAt, now + 0.025) + serviceMs;
-      pending.push({ entry, ackAt: brokerFreeAt + 0.025 });
-    }
-    const next = pending.shift()!;
-    now = next.ackAt;
-    state.pubackReceived(next.entry.id, now);
-    acked++;
+  const rig = new Rig({ maxInflight: 512 });
+  rig.connect();
+  const rtt = 100;
+  for (let round = 0; round < 6; round++) {
+    const window = rig.state.inspect().window;
+    const sent: OutgoingPublish[] = [];
+    while (rig.state.inflight < window) sent.push(rig.publish(1, false));
+    rig.now += rtt;
+    for (const r of sent) rig.packet({ cmd: "puback", messageId: r.id });
   }
-  assert.ok(state.window < 200, `window grew to ${state.window} on a queueing link`);
-  assert.ok(state.window >= 64);
+  assert.equal(rig.state.inspect().window, 512);
 });
 
-Deno.test("a re-sent publish's PUBACK gives no round-trip sample; a new connection restarts the window", () => {
-  const state = connectedState({ maxInflight: 1024, responseTimeMs: 60_000 });
-  driveSlowLink(state, 20, 1);
-  assert.equal(state.window, 128);
-  const entry = publish(state, 0);
-  state.linkLost();
-  state.connectStarted(1000);
-  assert.equal(state.window, 64, "a fresh connection learns its path again");
-  const plan = state.sessionStarted(1000);
-  assert.equal(plan.publishes[0], entry);
-  state.pubackReceived(entry.id, 999_999); // would look like massive queueing
-  assert.equal(state.window, 64);
+Deno.test("when acknowledgements start to queue the window stops growing", () => {
+  const rig = new Rig({ maxInflight: 4096 });
+  rig.connect();
+  for (let round = 0; round < 20; round++) {
+    const window = rig.state.inspect().window;
+    const sent: OutgoingPublish[] = [];
+    while (rig.state.inflight < window) sent.push(rig.publish(1, false));
+    // A broker that answers one message per 0.05 ms: the round trip grows with the window.
+    for (const r of sent) {
+      rig.now += 0.05;
+      rig.packet({ cmd: "puback", messageId: r.id });
+    }
+  }
+  assert.ok(rig.state.inspect().window <= 2 * INITIAL_WINDOW, `${rig.state.inspect().window}`);
+});
+
+// ---- re-sends ---------------------------------------------------------------------------
+
+Deno.test("a fresh connection re-sends unacknowledged publishes in order with DUP, before anything new", () => {
+  const rig = new Rig();
+  rig.connect();
+  const sent = [rig.publish(1, false), rig.publish(1, false), rig.publish(1, false)];
+  rig.packet({ cmd: "puback", messageId: sent[1].id });
+  rig.drop();
+  const queued = rig.publish(1, false);
+  const written = rig.connect();
+  assert.deepEqual(ids(written), [sent[0].id, sent[2].id, queued.id]);
+  const dups = written.filter((p) => p.cmd === "publish").map((p) => (p as { dup: boolean }).dup);
+  assert.deepEqual(dups, [true, true, false]);
+});
+
+Deno.test("nothing is re-sent while the connection stays up", () => {
+  const rig = new Rig();
+  rig.connect();
+  rig.publish(1);
+  for (let t = 1_000; t < 9_000; t += 1_000) {
+    assert.deepEqual(ids(rig.timer(t)), []);
+  }
+});
+
+Deno.test("unanswered subscribes are re-sent with their id; a lost session is re-subscribed first", () => {
+  const rig = new Rig();
+  rig.connect();
+  const a = rig.subscribe("a/#");
+  rig.packet({ cmd: "suback", messageId: a.id, granted: [1] });
+  const b = rig.subscribe("b/#");
+  rig.drop();
+  const written = rig.connect(false);
+  const subs = written.filter((p) => p.cmd === "subscribe") as {
+    messageId: number;
+    subscriptions: { topic: string }[];
+  }[];
+  assert.deepEqual(subs.map((s) => s.subscriptions[0].topic), ["a/#", "b/#"]);
+  assert.equal(subs[1].messageId, b.id);
+});
+
+Deno.test("an unsubscribed filter is not made again after a session loss", () => {
+  const rig = new Rig();
+  rig.connect();
+  const a = rig.subscribe("a/#");
+  rig.packet({ cmd: "suback", messageId: a.id, granted: [1] });
+  const off = new Request("unsubscribe", [{ topic: "a/#", qos: 0 }], undefined);
+  rig.event((out, now) => rig.state.onRequest(off, now, out));
+  rig.packet({ cmd: "unsuback", messageId: off.id, granted: [] });
+  rig.drop();
+  assert.deepEqual(rig.connect(false).filter((p) => p.cmd === "subscribe"), []);
+});
+
+// ---- keepalive and dead links --------------------------------------------------------
+
+Deno.test("keepalive: a PINGREQ after keepalive without sending; only one at a time", () => {
+  const rig = new Rig({ keepalive: 5 });
+  rig.connect();
+  assert.equal(rig.out.deadline, 5_000);
+  assert.deepEqual(rig.timer(5_000).map((p) => p.cmd), ["pingreq"]);
+  assert.deepEqual(rig.timer(6_000).map((p) => p.cmd), []);
+});
+
+Deno.test("after a PINGRESP the next deadline is the next keepalive, not ping + responseTime", () => {
+  const rig = new Rig({ keepalive: 2, responseTimeMs: 10_000 });
+  rig.connect();
+  rig.timer(2_000);
+  assert.equal(rig.out.deadline, 12_000, "waiting for the PINGRESP");
+  rig.now = 2_010;
+  rig.packet({ cmd: "pingresp" });
+  assert.equal(rig.out.deadline, 4_000, "the keepalive after the PINGREQ");
+});
+
+Deno.test("a ping is due when nothing was received for keepalive, even while sending", () => {
+  const rig = new Rig({ keepalive: 5 });
+  rig.connect();
+  for (let t = 1_000; t < 5_000; t += 1_000) {
+    rig.now = t;
+    rig.publish(0);
+  }
+  assert.deepEqual(rig.timer(5_000).map((p) => p.cmd), ["pingreq"]);
+});
+
+Deno.test("keepalive 0 never asks for a ping", () => {
+  const rig = new Rig({ keepalive: 0 });
+  rig.connect();
+  assert.equal(rig.out.deadline, Infinity);
+});
+
+Deno.test("an unanswered PINGREQ marks the link dead after responseTime", () => {
+  const rig = new Rig({ keepalive: 1, responseTimeMs: 500 });
+  rig.connect();
+  rig.timer(1_000);
+  rig.timer(1_499);
+  assert.equal(rig.closed(), undefined);
+  rig.timer(1_500);
+  assert.ok(rig.closed() instanceof ResponseTimeoutError);
+  assert.match(rig.closed()!.message, /no PINGRESP within 500 ms/);
+});
+
+Deno.test("the oldest unacknowledged publish sets the dead-link deadline", () => {
+  const rig = new Rig({ responseTimeMs: 1_000 });
+  rig.connect();
+  rig.now = 100;
+  const first = rig.publish(1);
+  rig.now = 300;
+  rig.publish(1);
+  assert.equal(rig.out.deadline, 1_100);
+  rig.timer(1_100);
+  assert.match(
+    rig.out.close!.message,
+    new RegExp(`no PUBACK for packet ${first.id} within 1000 ms`),
+  );
+});
+
+Deno.test("an overdue SUBACK marks the link dead", () => {
+  const rig = new Rig({ responseTimeMs: 1_000 });
+  rig.connect();
+  const request = rig.subscribe("x");
+  rig.timer(1_000);
+  assert.match(rig.out.close!.message, new RegExp(`no SUBACK for packet ${request.id}`));
+});
+
+Deno.test("no deadline while the link is down: nothing keeps a timer alive", () => {
+  const rig = new Rig({ keepalive: 5 });
+  rig.connect();
+  rig.publish(1);
+  rig.drop();
+  assert.equal(rig.out.deadline, Infinity);
+});
+
+// ---- the Nagle nudge ------------------------------------------------------------------
+
+Deno.test("a full window: a broker packet and no write of ours since calls for a PINGREQ at once", () => {
+  const rig = new Rig({ maxInflight: 2 });
+  rig.connect();
+  const a = rig.publish(1, false);
+  rig.publish(1, false);
+  rig.publish(1, false); // queued behind the full window
+  rig.now = 5;
+  rig.packet({ cmd: "pingresp" });
+  assert.equal(rig.out.deadline, 5, "due at once");
+  assert.deepEqual(rig.timer(5).map((p) => p.cmd), ["pingreq"]);
+  rig.packet({ cmd: "puback", messageId: a.id }); // the held PUBACK comes; room refills
+  assert.equal(rig.state.inflight, 2);
+});
+
+Deno.test("room in the window: the silence must exceed two round trips before a nudge", () => {
+  const rig = new Rig();
+  rig.connect();
+  const a = rig.publish(1, false);
+  rig.now = 10;
+  rig.packet({ cmd: "puback", messageId: a.id }); // a 10 ms round trip
+  rig.publish(1, false);
+  rig.now = 12;
+  rig.packet({ cmd: "pingresp" });
+  assert.equal(rig.out.deadline, 12 + 20);
+});
+
+Deno.test("no nudge when nothing is due or we wrote last", () => {
+  const rig = new Rig({ keepalive: 60 });
+  rig.connect();
+  rig.now = 5;
+  rig.packet({ cmd: "pingresp" });
+  assert.equal(rig.out.deadline, 60_000);
+});
+
+// ---- QoS 2 -------------------------------------------------------------------------------
+
+Deno.test("QoS 2 out: PUBLISH, PUBREC → PUBREL, PUBCOMP resolves; the id is free again", () => {
+  const rig = new Rig();
+  rig.connect();
+  const record = rig.publish(2);
+  const afterRec = rig.packet({ cmd: "pubrec", messageId: record.id });
+  assert.deepEqual(afterRec.map((p) => p.cmd), ["pubrel"]);
+  assert.ok(!rig.settled.has(record));
+  rig.packet({ cmd: "pubcomp", messageId: record.id });
+  assert.deepEqual(rig.settled.get(record), { value: undefined, error: undefined });
+  assert.equal(rig.state.inflight, 0);
+});
+
+Deno.test("QoS 2 after a reconnect: PUBLISH again before PUBREC, only PUBREL after it", () => {
+  const rig = new Rig();
+  rig.connect();
+  const early = rig.publish(2, false);
+  const late = rig.publish(2, false);
+  rig.packet({ cmd: "pubrec", messageId: late.id });
+  rig.drop();
+  const written = rig.connect(true);
+  assert.deepEqual(
+    written.map((p) => `${p.cmd}:${(p as { messageId?: number }).messageId}`),
+    [`publish:${early.id}`, `pubrel:${late.id}`],
+  );
+  assert.equal((written[0] as { dup: boolean }).dup, true);
+});
+
+Deno.test("3.1.1 QoS 2 window: at most maxInflightQos2 await PUBCOMP", () => {
+  const rig = new Rig({ maxInflightQos2: 2 });
+  rig.connect();
+  const records = [rig.publish(2, false), rig.publish(2, false), rig.publish(2, false)];
+  assert.equal(rig.state.inflight, 2);
+  assert.equal(records[2].stage, 0);
+  rig.packet({ cmd: "pubrec", messageId: records[0].id });
+  assert.equal(records[2].stage, 0, "PUBREC alone does not free the slot");
+  const written = rig.packet({ cmd: "pubcomp", messageId: records[0].id });
+  assert.deepEqual(ids(written), [records[2].id]);
+});
+
+Deno.test("QoS 2 in: delivered once even when the broker re-sends it; PUBCOMP on PUBREL", () => {
+  const rig = new Rig();
+  rig.connect();
+  const publish: Packet = {
+    cmd: "publish",
+    topic: "in",
+    payload: PAYLOAD,
+    qos: 2,
+    dup: false,
+    retain: false,
+    messageId: 9,
+  };
+  rig.packet(publish);
+  assert.equal(rig.out.deliveries.length, 1);
+  const ticket = rig.out.deliveryTickets[0];
+  rig.packet({ ...publish, dup: true }); // re-sent while the handler runs
+  assert.equal(rig.out.deliveries.length, 0);
+  const rec = rig.event((out, now) => rig.state.onDelivered(ticket, now, out));
+  assert.deepEqual(rec.map((p) => p.cmd), ["pubrec"]);
+  rig.packet({ ...publish, dup: true }); // our PUBREC was lost
+  assert.equal(rig.out.deliveries.length, 0);
+  assert.deepEqual(decodeAll(rig.out.writes, 4).map((p) => p.cmd), ["pubrec"]);
+  assert.deepEqual(rig.packet({ cmd: "pubrel", messageId: 9 }).map((p) => p.cmd), ["pubcomp"]);
+  rig.packet({ ...publish, dup: false }); // a new message reusing id 9
+  assert.equal(rig.out.deliveries.length, 1);
+});
+
+Deno.test("QoS 1 in: the PUBACK goes on the connection the message came on, or not at all", () => {
+  const rig = new Rig();
+  rig.connect();
+  const publish: Packet = {
+    cmd: "publish",
+    topic: "in",
+    payload: PAYLOAD,
+    qos: 1,
+    dup: false,
+    retain: false,
+    messageId: 3,
+  };
+  rig.packet(publish);
+  const ticket = rig.out.deliveryTickets[0];
+  rig.drop();
+  rig.connect();
+  assert.deepEqual(rig.event((out, now) => rig.state.onDelivered(ticket, now, out)), []);
+});
+
+// ---- durability gates -------------------------------------------------------------------
+
+Deno.test("with a gated store a publish is written only once its record is durable", () => {
+  const rig = new Rig({ durable: true, gated: true });
+  rig.connect();
+  const record = rig.publish(1, false);
+  assert.deepEqual(rig.out.storeOps.map((o) => o.op), ["put"]);
+  assert.deepEqual(ids(decodeAll(rig.out.writes, 4)), []);
+  assert.ok(!rig.settled.has(record));
+  const written = rig.event((out, now) => rig.state.onDurable(rig.state.seq, now, out));
+  assert.deepEqual(ids(written), [record.id]);
+  assert.ok(rig.settled.has(record), "durable and windowed: answered");
+});
+
+Deno.test("with a gated store PUBREL waits until the PUBREC is durable", () => {
+  const rig = new Rig({ durable: true, gated: true });
+  rig.connect();
+  const record = rig.publish(2, false);
+  rig.event((out, now) => rig.state.onDurable(rig.state.seq, now, out));
+  const afterRec = rig.packet({ cmd: "pubrec", messageId: record.id });
+  assert.deepEqual(afterRec, []);
+  assert.deepEqual(rig.out.storeOps.map((o) => o.op), ["released"]);
+  const written = rig.event((out, now) => rig.state.onDurable(rig.state.seq, now, out));
+  assert.deepEqual(written.map((p) => p.cmd), ["pubrel"]);
+});
+
+Deno.test("a restored session re-sends publishes with DUP and PUBREL for released ones, before new ones", () => {
+  const rig = new Rig({ durable: true, gated: true });
+  rig.state.restore(
+    [
+      { id: 40, qos: 1, topic: "a", payload: PAYLOAD, retain: false, released: false },
+      { id: 41, qos: 2, topic: "b", payload: PAYLOAD, retain: false, released: true },
+    ],
+    [],
+    41,
+  );
+  const fresh = rig.publish(1);
+  const written = rig.connect();
+  assert.deepEqual(written.map((p) => p.cmd), ["publish", "pubrel"]);
+  assert.equal((written[0] as { dup: boolean }).dup, true);
+  assert.equal(fresh.id, 42, "ids continue after the stored ones");
+});
+
+// ---- calls --------------------------------------------------------------------------------
+
+Deno.test("an aborted publish still queued is withdrawn: never written, its id freed", () => {
+  const rig = new Rig({ maxInflight: 1 });
+  rig.connect();
+  rig.publish(1, false);
+  const queued = rig.publish(1, false);
+  const reason = new Error("aborted");
+  rig.event((out, now) => rig.state.onAbort(queued, reason, now, out));
+  assert.equal(rig.settled.get(queued)?.error, reason);
+  assert.deepEqual(ids(rig.packet({ cmd: "puback", messageId: 1 })), []);
+});
+
+Deno.test("after disconnect() nothing new is written; DISCONNECT once the last PUBACK came", () => {
+  const rig = new Rig();
+  rig.connect();
+  const record = rig.publish(1);
+  rig.event((out, now) => rig.state.onDisconnect(now, out));
+  assert.deepEqual(decodeAll(rig.out.writes, 4), []);
+  rig.publish(1);
+  assert.deepEqual(decodeAll(rig.out.writes, 4), [], "nothing new after disconnect()");
+  const written = rig.packet({ cmd: "puback", messageId: record.id });
+  assert.deepEqual(written.map((p) => p.cmd), ["disconnect"]);
+  assert.equal(rig.out.endGracefully, true);
+  assert.equal(rig.state.disconnected, true);
+});
+
+Deno.test("maxInflight outside 1..65535 is a RangeError", () => {
+  assert.throws(() => new Rig({ maxInflight: 0 }), RangeError);
+  assert.throws(() => new Rig({ maxInflight: 65_536 }), RangeError);
 });

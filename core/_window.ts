@@ -1,0 +1,90 @@
+/**
+ * The adaptive in-flight window: how many QoS 1/2 publishes may be un-ACKed
+ * right now. It grows while acknowledgements come back as fast as the
+ * emptiest link allows and shrinks when they start to queue, so a slow link
+ * gets a window as large as its round trip needs while a fast one keeps few
+ * messages in flight (and so few duplicates after a cut). maxInflight is the
+ * ceiling; a broker's Receive Maximum caps it further.
+ *
+ * @module
+ */
+
+/** The window a connection starts with (or maxInflight, if smaller). */
+export const INITIAL_WINDOW = 64;
+/** Acknowledgement delay above the smallest seen that counts as queueing, ms. */
+const QUEUE_ALLOWANCE_MS = 1;
+/** How long the smallest round trip seen stays the reference, ms. */
+const MIN_RTT_EPOCH_MS = 10_000;
+
+/** See the module doc. */
+export class AdaptiveWindow {
+  readonly #maxInflight: number;
+  #cap: number;
+  #window: number;
+  #minRtt = Infinity;
+  #epochMinRtt = Infinity;
+  #epochEnd = 0;
+  /** The last publish filled the window: the sender is waiting on it. */
+  limited = false;
+
+  /** A window that never exceeds `maxInflight`. */
+  constructor(maxInflight: number) {
+    this.#maxInflight = maxInflight;
+    this.#cap = maxInflight;
+    this.#window = Math.min(INITIAL_WINDOW, maxInflight);
+  }
+
+  /** Publishes that may be un-ACKed at the moment (1..ceiling). */
+  get size(): number {
+    return Math.min(Math.floor(this.#window), this.#cap);
+  }
+
+  /** The ceiling now: maxInflight, or the broker's Receive Maximum if lower. */
+  get ceiling(): number {
+    return this.#cap;
+  }
+
+  /** The smallest acknowledgement round trip seen on this connection, ms (Infinity before one). */
+  get minRtt(): number {
+    return this.#minRtt;
+  }
+
+  /** A new connection: it may take another path, so learn its round trip afresh. */
+  reset(now: number, brokerLimit = Infinity): void {
+    this.#cap = Math.max(1, Math.min(this.#maxInflight, brokerLimit));
+    this.#window = Math.min(INITIAL_WINDOW, this.#cap);
+    this.#minRtt = Infinity;
+    this.#epochMinRtt = Infinity;
+    this.#epochEnd = now + MIN_RTT_EPOCH_MS;
+    this.limited = false;
+  }
+
+  /** An acknowledgement came `rtt` ms after its publish (never for a re-send: Karn's rule). */
+  sample(rtt: number, now: number): void {
+    if (now >= this.#epochEnd) {
+      // Forget old minima now and then, so a path that became slower for good
+      // is not read as permanent queueing.
+      this.#minRtt = this.#epochMinRtt;
+      this.#epochMinRtt = Infinity;
+      this.#epochEnd = now + MIN_RTT_EPOCH_MS;
+    }
+    if (rtt < this.#epochMinRtt) this.#epochMinRtt = rtt;
+    if (rtt < this.#minRtt) this.#minRtt = rtt;
+    // The window that would keep two round trips' worth of the emptiest link in
+    // flight at the rate this window achieves: twice the window while ACKs come
+    // back as fast as ever, less once they queue (after a small allowance for
+    // scheduling noise). Each ACK moves the window 1/window of the way, so it
+    // changes by at most a factor of two per round trip, without overshoot.
+    const effectiveRtt = Math.max(this.#minRtt, rtt - QUEUE_ALLOWANCE_MS);
+    // A round trip of 0 (a virtual clock, or a timer that did not tick) is
+    // no queueing at all: without this guard 0/0 made the window NaN, and a
+    // NaN window never fills.
+    const target = effectiveRtt > 0
+      ? (2 * this.#window * this.#minRtt) / effectiveRtt
+      : 2 * this.#window;
+    if (target > this.#window && !this.limited) return; // no need to grow
+    const floor = Math.min(INITIAL_WINDOW, this.#cap);
+    const next = this.#window + (target - this.#window) / this.#window;
+    this.#window = Math.min(this.#cap, Math.max(floor, next));
+  }
+}
