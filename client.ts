@@ -92,8 +92,10 @@ export class MQTTClient implements AsyncDisposable {
       initialDelayMs: s.initialDelayMs,
       maxDelayMs: s.maxDelayMs,
       bounceAfter: s.bounceAfter,
+      responseTimeMs: s.responseTimeMs,
       clientId: s.clientId,
       onConnect: (sessionPresent) => this.#runOnConnect(sessionPresent),
+      prepare: () => this.#open(),
     });
     if (world.supervisorProbe) Object.assign(this.#supervisor.probe, world.supervisorProbe);
     if (s.onMessage) {
@@ -163,17 +165,15 @@ export class MQTTClient implements AsyncDisposable {
     this.#assertOpen();
     if (this.#started) throw new Error("connect() or start() was already called on this client");
     this.#started = true;
-    this.#open().then(
-      () => {
-        if (!this.#closed) this.#supervisor.run();
-      },
-      (error) => this.#settings.logger.error(`cannot open the session store: ${errorText(error)}`),
-    );
+    this.#supervisor.run(); // opens the store first, retrying with the back-off
   }
 
-  /** Opens the store once and loads what it kept. */
+  /** Opens the store once and loads what it kept; a failed open is tried again next time. */
   #open(): Promise<void> {
-    this.#opened ??= this.#engine.openStore(this.#settings.clientId);
+    this.#opened ??= this.#engine.openStore(this.#settings.clientId).catch((error) => {
+      this.#opened = undefined;
+      throw new Error(`cannot open the session store: ${errorText(error)}`, { cause: error });
+    });
     return this.#opened;
   }
 

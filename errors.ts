@@ -188,4 +188,15 @@ export class ProtocolError extends MQTTError {
 }
 
 /** The client was disconnected by `disconnect()`; the call cannot complete. */
-export class ClientClosedError extends MQTTError {}
+export class ClientClosedError extends MQTTError {
+  /**
+   * For a publish: the message stays in the session store and goes out when
+   * a client resumes the session (a durable store was configured).
+   */
+  readonly stored: boolean;
+  /** Creates the error; `stored` says the publish is kept in the store. */
+  constructor(message: string, options: ErrorOptions & { stored?: boolean } = {}) {
+    super(message, options);
+    this.stored = options.stored ?? false;
+  }
+}

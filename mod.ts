@@ -56,6 +56,12 @@ export {
 } from "./errors.ts";
 export type { PublishProperties, QoS, UserProperties } from "./codec/packets.ts";
 export { MemoryStore } from "./store/memory.ts";
+export {
+  FileStore,
+  type FileStoreOptions,
+  type FileStoreRecovery,
+  type FileStoreStats,
+} from "./store/file.ts";
 export type {
   RestoredPublish,
   SessionStore,

@@ -27,7 +27,6 @@ export interface EnsureUpOptions {
  * import type { NetInterface } from "./mod.ts";
  * const listeners = new Set<() => void>();
  * const lte: NetInterface = {
- *   isUp: () => true,
  *   ensureUp: async ({ bounce }) => {
  *     if (bounce) console.log("power-cycling the modem");
  *   },
@@ -39,8 +38,12 @@ export interface EnsureUpOptions {
  * ```
  */
 export interface NetInterface {
-  /** Whether the network is up as far as the interface knows. */
-  isUp(): boolean | Promise<boolean>;
+  /**
+   * Whether the network is up as far as the interface knows. Optional: the
+   * client itself only calls {@linkcode ensureUp} (which asks it, if it needs
+   * to) and listens to {@linkcode onUp}.
+   */
+  isUp?(): boolean | Promise<boolean>;
   /**
    * Bring the network up if it is down; with `bounce`, take it down and up
    * again. Resolves when it is up; rejects if it cannot be brought up (the

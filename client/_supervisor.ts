@@ -10,9 +10,14 @@
 import { errorText } from "../_bytes.ts";
 import { Backoff } from "../backoff.ts";
 import type { Clock, TimerHandle } from "../core/clock.ts";
-import { ClientClosedError, ConnectionRefusedError, ServerDisconnectError } from "../errors.ts";
+import {
+  ClientClosedError,
+  ConnectionRefusedError,
+  ResponseTimeoutError,
+  ServerDisconnectError,
+} from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import type { Dialer, Endpoint } from "../transport/connection.ts";
+import type { Connection, Dialer, Endpoint } from "../transport/connection.ts";
 import type { NetInterface } from "../wifi.ts";
 import type { Engine } from "./_engine.ts";
 import { describeEndpoint, parseServerReference } from "./_endpoints.ts";
@@ -37,10 +42,14 @@ export interface SupervisorOptions {
   maxDelayMs: number;
   /** Failed attempts on one server before moving on (and, once round the list, bouncing). */
   bounceAfter: number;
+  /** How long a connection attempt (TCP, TLS, WebSocket) may take before it is given up, ms. */
+  responseTimeMs: number;
   /** Client id, for log lines. */
   clientId: string;
   /** Runs after every successful connection. */
   onConnect(sessionPresent: boolean): Promise<void>;
+  /** Runs before each attempt (opens the session store); a failure is retried like a failed dial. */
+  prepare?(): Promise<void>;
 }
 
 /** Reported to the simulator: each connection attempt and each back-off sleep. */
@@ -118,12 +127,14 @@ export class Supervisor {
     lifetime.addEventListener("abort", onAbort, { once: true });
     try {
       for (;;) {
+        // A listener added to an aborted signal never fires: look at it directly.
+        lifetime.throwIfAborted();
         abort.signal.throwIfAborted();
         const endpoint = this.endpoint;
         const o = this.#o;
         o.logger.info(`connecting to ${describeEndpoint(endpoint)} as ${o.clientId}`);
         this.probe.dialing?.(endpoint);
-        const conn = await o.dial(endpoint, { signal: abort.signal });
+        const conn = await this.#dial(endpoint, abort);
         if (abort.signal.aborted) {
           conn.close();
           abort.signal.throwIfAborted();
@@ -143,6 +154,30 @@ export class Supervisor {
       signal?.removeEventListener("abort", onAbort);
       lifetime.removeEventListener("abort", onAbort);
       if (this.#dialAbort === abort) this.#dialAbort = undefined;
+    }
+  }
+
+  /**
+   * Dials with a deadline: an unanswered SYN or a stalled TLS or WebSocket
+   * handshake would otherwise hold the client for the operating system's
+   * timeout (minutes), or for ever.
+   */
+  async #dial(endpoint: Endpoint, abort: AbortController): Promise<Connection> {
+    const o = this.#o;
+    const limit = o.responseTimeMs;
+    const timer = o.clock.setTimer(() => {
+      abort.abort(
+        new ResponseTimeoutError(
+          `no connection to ${describeEndpoint(endpoint)} within ${limit} ms`,
+        ),
+      );
+    }, limit);
+    try {
+      return await o.dial(endpoint, { signal: abort.signal });
+    } catch (error) {
+      throw abort.signal.aborted ? abort.signal.reason : error;
+    } finally {
+      o.clock.clearTimer(timer);
     }
   }
 
@@ -181,6 +216,17 @@ export class Supervisor {
       }
       let delay: number;
       try {
+        await o.prepare?.();
+        if (this.#stopped) return;
+      } catch (error) {
+        if (this.#stopped) return;
+        // Not the network's fault (another process holds the store, say): wait and retry.
+        delay = this.#backoff.next();
+        o.logger.error(`${errorText(error)}; retrying in ${(delay / 1000).toFixed(2)} s`);
+        await this.#sleep(delay);
+        continue;
+      }
+      try {
         const bounce = this.#serversFailed >= o.endpoints.length;
         if (bounce) {
           this.#serversFailed = 0;
@@ -189,6 +235,7 @@ export class Supervisor {
           );
         }
         await o.net.ensureUp({ bounce, signal: this.#lifetime.signal });
+        if (this.#stopped) return;
         const sessionPresent = await this.establish();
         o.onConnect(sessionPresent); // in the background: never rejects
         continue;

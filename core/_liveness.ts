@@ -102,17 +102,16 @@ export class Liveness {
   /**
    * When keepalive calls for a PINGREQ: nothing sent, or nothing received,
    * for a keepalive interval (the second half finds a half-open link under a
-   * client that only sends QoS 0). Infinity when none is due.
+   * client that only sends QoS 0). Infinity when keepalive is off.
    */
   keepaliveAt(): number {
-    if (!this.up || this.keepaliveMs === 0 || this.pingSentAt !== Infinity) return Infinity;
+    if (!this.up || this.keepaliveMs === 0) return Infinity;
+    // The client must speak at least once per keepalive whatever it waits for
+    // (MQTT-3.1.2-23): with a PINGREQ out, silence on the broker's side is the
+    // ping deadline's business, so only our own silence counts.
+    if (this.pingSentAt !== Infinity) return this.lastSentAt + this.keepaliveMs;
     const quiet = this.lastSentAt < this.lastReceivedAt ? this.lastSentAt : this.lastReceivedAt;
     return quiet + this.keepaliveMs;
-  }
-
-  /** When the outstanding PINGREQ's answer is overdue; Infinity when none is out. */
-  pingDeadline(): number {
-    return this.up ? this.pingSentAt + this.#responseTimeMs : Infinity;
   }
 
   /**

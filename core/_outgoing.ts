@@ -14,6 +14,7 @@ import type { Liveness } from "./_liveness.ts";
 import type { AdaptiveWindow } from "./_window.ts";
 import {
   Fifo,
+  FlightList,
   type OutgoingPublish,
   PublishList,
   QUEUED,
@@ -29,17 +30,19 @@ export class Outgoing {
   readonly #window: AdaptiveWindow;
   /** Accepted QoS 1/2 publishes, in acceptance order, until their last acknowledgement. */
   readonly accepted = new PublishList();
+  /** Written and not finished, in write order. */
+  readonly #flight = new FlightList();
+  /** Re-sends that did not fit the window of a fresh connection; they go before anything new. */
+  readonly #resends = new Fifo<OutgoingPublish>();
   /** Publishes not written yet, all QoS, in call order. */
   readonly #queue = new Fifo<OutgoingPublish>();
   /** QoS 1/2 calls waiting for a free packet id (all 65 535 in use). */
   readonly #unaccepted = new Fifo<OutgoingPublish>();
   /** Streaming publishes written, waiting for room in the window to answer their caller. */
   #roomWaiters: OutgoingPublish[] = [];
-  /** QoS 2 publishes whose PUBREC is durable-pending, in order. */
+  /** QoS 2 publishes whose PUBREC waits for the store, in order. */
   readonly #releases = new Fifo<OutgoingPublish>();
-  /** Written and not finished (SENT, RECEIVED, RELEASED). */
-  inflight = 0;
-  /** Of those, QoS 2. */
+  /** QoS 2 publishes in flight (3.1.1 limits them separately). */
   inflightQos2 = 0;
 
   /** Outgoing state sharing `ctx`, timing and the window. */
@@ -49,9 +52,14 @@ export class Outgoing {
     this.#window = window;
   }
 
-  /** Publishes not yet written, including those waiting for an id. */
+  /** Written QoS 1/2 publishes not finished. */
+  get inflight(): number {
+    return this.#flight.size;
+  }
+
+  /** Publishes not yet written, including those waiting for an id or a re-send slot. */
   get queued(): number {
-    return this.#queue.length + this.#unaccepted.length;
+    return this.#queue.length + this.#unaccepted.length + this.#resends.length;
   }
 
   // ---- calls ---------------------------------------------------------------
@@ -81,14 +89,15 @@ export class Outgoing {
     return true;
   }
 
-  /** A publish restored from the store: in flight as far as the broker may know. */
+  /**
+   * A publish restored from the store: written before as far as the broker
+   * may know, so it is re-sent (with DUP, or as PUBREL once released) on
+   * the next connection, before anything new.
+   */
   restore(record: OutgoingPublish, released: boolean): void {
     record.dup = true;
-    record.stage = released ? RECEIVED : SENT;
+    record.stage = released ? RELEASED : QUEUED;
     this.accepted.append(record);
-    this.inflight++;
-    if (record.qos === 2) this.inflightQos2++;
-    if (released) this.#releases.push(record);
   }
 
   /**
@@ -100,7 +109,7 @@ export class Outgoing {
     if (record.settled) return;
     record.settled = true;
     out.reject(record, reason);
-    if (record.stage !== QUEUED) return;
+    if (record.stage !== QUEUED || record.dup) return; // on the wire before: not taken back
     if (this.#unaccepted.remove(record)) return;
     this.#queue.remove(record);
     if (record.qos > 0) this.#forget(record, out);
@@ -108,24 +117,44 @@ export class Outgoing {
 
   // ---- writing ---------------------------------------------------------------
 
-  /** Whether `record` fits the window now. */
-  #hasRoom(record: OutgoingPublish): boolean {
-    if (this.inflight >= this.#window.size) return false;
-    return record.qos !== 2 || this.#ctx.config.protocolVersion === 5 ||
+  /** Whether one more QoS `qos` publish fits the window now. */
+  #hasRoom(qos: number): boolean {
+    if (this.#flight.size >= this.#window.size) return false;
+    return qos !== 2 || this.#ctx.config.protocolVersion === 5 ||
       this.inflightQos2 < this.#ctx.config.maxInflightQos2;
   }
 
-  /** Writes queued publishes in order while the link, the window, the socket and the store allow. */
+  /** `record` is on the wire (again): in flight from `now`. */
+  #fly(record: OutgoingPublish, now: number): void {
+    record.sentAt = now;
+    this.#flight.add(record);
+    if (record.qos === 2) this.inflightQos2++;
+  }
+
+  #land(record: OutgoingPublish): void {
+    if (!record.inFlight) return;
+    this.#flight.remove(record);
+    if (record.qos === 2) this.inflightQos2--;
+  }
+
+  /** Writes deferred re-sends, then queued publishes, in order, while everything allows. */
   pump(now: number, out: Actions): void {
     const ctx = this.#ctx;
     if (ctx.phase !== UP || ctx.closing) return;
+    if (this.#resends.length > 0 && !this.#pumpResends(now, out)) return;
     const queue = this.#queue;
     for (let record = queue.peek(); record !== undefined; record = queue.peek()) {
       if (!ctx.writable()) return;
       if (record.qos === 0) {
         queue.shift();
-        if (this.#refusedByBroker(record, now, out)) continue;
-        ctx.emit(out, publishFrame(record, ctx.config.protocolVersion, false), false, now);
+        if (this.#refusedByBroker(record, out)) continue;
+        const frame = this.#fitting(
+          record,
+          publishFrame(record, ctx.config.protocolVersion, false),
+          out,
+        );
+        if (frame === undefined) continue;
+        ctx.emit(out, frame, false, now);
         if (!record.settled) {
           record.settled = true;
           out.resolve(record, undefined);
@@ -133,25 +162,26 @@ export class Outgoing {
         continue;
       }
       if (record.seq > ctx.durableSeq) return; // its store record is not durable yet
-      if (!this.#hasRoom(record)) {
+      if (!this.#hasRoom(record.qos)) {
         this.#window.limited = true;
         return;
       }
       queue.shift();
-      if (this.#refusedByBroker(record, now, out)) {
+      const frame = this.#refusedByBroker(record, out)
+        ? undefined
+        : this.#fitting(record, publishFrame(record, ctx.config.protocolVersion, false), out);
+      if (frame === undefined) {
         this.#forget(record, out);
         continue;
       }
       record.stage = SENT;
-      record.sentAt = now;
-      this.inflight++;
-      if (record.qos === 2) this.inflightQos2++;
-      this.#window.limited = this.inflight >= this.#window.size;
+      this.#fly(record, now);
+      this.#window.limited = this.#flight.size >= this.#window.size;
       // A sync caller waits for the answer: no macrotask's delay. A stream's
       // publishes wait for the macrotask, to share one write.
-      ctx.emit(out, publishFrame(record, ctx.config.protocolVersion, false), record.sync, now);
+      ctx.emit(out, frame, record.sync, now);
       if (!record.sync && !record.settled) {
-        if (this.#hasRoom(record)) {
+        if (this.#hasRoom(record.qos)) {
           record.settled = true;
           out.resolve(record, undefined);
         } else {
@@ -161,8 +191,61 @@ export class Outgoing {
     }
   }
 
+  /** Writes deferred re-sends while the window has room; whether all went out. */
+  #pumpResends(now: number, out: Actions): boolean {
+    const ctx = this.#ctx;
+    const version = ctx.config.protocolVersion;
+    for (let r = this.#resends.peek(); r !== undefined; r = this.#resends.peek()) {
+      if (!ctx.writable() || !this.#hasRoom(r.qos)) return false;
+      this.#resends.shift();
+      this.#resendOne(r, version, now, out);
+    }
+    return true;
+  }
+
+  #resendOne(r: OutgoingPublish, version: 4 | 5, now: number, out: Actions): void {
+    this.#fly(r, now);
+    if (r.stage === RECEIVED && r.relSeq <= this.#ctx.durableSeq) r.stage = RELEASED;
+    if (r.stage === RELEASED) {
+      this.#ctx.emit(out, ackFrame("pubrel", r.id, version), false, now);
+    } else if (r.stage !== RECEIVED) {
+      // RECEIVED: its PUBREL waits for the store (see #releases).
+      r.stage = SENT;
+      r.dup = true;
+      const frame = this.#fitting(r, publishFrame(r, version, true), out);
+      if (frame === undefined) {
+        // A new broker with a smaller limit: it can never take this one.
+        this.#land(r);
+        this.#forget(r, out);
+        return;
+      }
+      this.#ctx.emit(out, frame, false, now);
+    }
+  }
+
+  /**
+   * `frame`, unless it is larger than the broker's Maximum Packet Size (v5):
+   * then the publish is refused with a RangeError naming both sizes and
+   * nothing is sent (MQTT-3.2.2-15).
+   */
+  #fitting(record: OutgoingPublish, frame: Uint8Array, out: Actions): Uint8Array | undefined {
+    const limit = this.#ctx.limits.maximumPacketSize;
+    if (frame.length <= limit) return frame;
+    if (!record.settled) {
+      record.settled = true;
+      out.reject(
+        record,
+        new RangeError(
+          `publish to "${record.topic}" not sent: the PUBLISH is ${frame.length} bytes, ` +
+            `over the broker's Maximum Packet Size of ${limit} bytes`,
+        ),
+      );
+    }
+    return undefined;
+  }
+
   /** A publish the current broker cannot take (v5 limits): rejected, not sent. */
-  #refusedByBroker(record: OutgoingPublish, _now: number, out: Actions): boolean {
+  #refusedByBroker(record: OutgoingPublish, out: Actions): boolean {
     const limits = this.#ctx.limits;
     let problem: string | undefined;
     if (record.qos > limits.maximumQoS) {
@@ -180,30 +263,33 @@ export class Outgoing {
   }
 
   /**
-   * A fresh connection is up: re-send what the broker may not have, in
-   * order, before anything new. `republish`: the broker lost the session,
-   * so QoS 2 exchanges past PUBREC start over with the PUBLISH (the broker
-   * may have lost the message; at least once beats a loss).
+   * A fresh connection is up: what the broker may not have goes again, in
+   * acceptance order, before anything new and within the new window (the
+   * rest waits for room). A publish not yet acknowledged goes as PUBLISH
+   * with DUP, a released QoS 2 one as PUBREL. `republish`: the broker lost
+   * the session, so QoS 2 exchanges past PUBREC start over with the PUBLISH
+   * (the broker may have lost the message; at least once beats a loss).
    */
   resend(now: number, out: Actions, republish: boolean): number {
-    const ctx = this.#ctx;
-    const version = ctx.config.protocolVersion;
+    this.#flight.clear();
+    this.inflightQos2 = 0;
+    this.#resends.takeAll();
+    const version = this.#ctx.config.protocolVersion;
     let count = 0;
-    for (let r = this.accepted.head; r !== undefined && r.stage !== QUEUED; r = r.next) {
+    for (let r = this.accepted.head; r !== undefined; r = r.next) {
+      if (r.stage === QUEUED && !r.dup) break; // never written: new, the queue has it
       if (republish && (r.stage === RECEIVED || r.stage === RELEASED)) r.stage = SENT;
-      if (r.stage === SENT) {
-        r.dup = true;
-        ctx.emit(out, publishFrame(r, version, true), false, now);
-      } else if (r.stage === RELEASED) {
-        ctx.emit(out, ackFrame("pubrel", r.id, version), false, now);
+      if (this.#hasRoom(r.qos) && this.#ctx.writable()) {
+        this.#resendOne(r, version, now, out);
+        count++;
       } else {
-        continue; // RECEIVED: its PUBREL waits for the store
+        if (r.stage === SENT) r.stage = QUEUED;
+        r.dup = true;
+        this.#resends.push(r);
       }
-      r.sentAt = now;
-      count++;
     }
     this.#releaseDurable(now, out);
-    return count;
+    return count + this.#resends.length;
   }
 
   // ---- acknowledgements -------------------------------------------------------
@@ -222,7 +308,7 @@ export class Outgoing {
       return;
     }
     this.#liveness.acked();
-    if (!record.dup) this.#window.sample(now - record.sentAt, now);
+    if (!record.dup) this.#window.sample(now - record.sentAt, now, this.#flight.size - 1);
     const error = reasonCode >= 0x80
       ? new PublishRefusedError(record.topic, reasonCode, reasonString)
       : undefined;
@@ -239,7 +325,7 @@ export class Outgoing {
   ): void {
     const ctx = this.#ctx;
     const record = this.accepted.get(id);
-    if (record === undefined || record.qos !== 2 || record.stage === QUEUED) {
+    if (record === undefined || record.qos !== 2 || !record.inFlight) {
       // Let the broker finish its side: a PUBREL for an id we do not know.
       out.log("warn", `PUBREC for packet ${id}, not in flight: answered with PUBREL`);
       ctx.emit(out, ackFrame("pubrel", id, ctx.config.protocolVersion, 0x92), false, now);
@@ -252,7 +338,7 @@ export class Outgoing {
     }
     if (record.stage === RECEIVED) return; // its PUBREL waits for the store
     this.#liveness.acked();
-    if (!record.dup) this.#window.sample(now - record.sentAt, now);
+    if (!record.dup) this.#window.sample(now - record.sentAt, now, this.#flight.size);
     if (reasonCode >= 0x80) {
       this.#finish(
         record,
@@ -271,25 +357,34 @@ export class Outgoing {
     this.#releaseDurable(now, out);
   }
 
-  /** Writes PUBREL for every QoS 2 publish whose PUBREC is durable. */
+  /** Writes PUBREL for every QoS 2 publish in flight whose PUBREC is durable. */
   #releaseDurable(now: number, out: Actions): void {
     const ctx = this.#ctx;
-    if (ctx.phase !== UP) return;
     const releases = this.#releases;
-    for (let r = releases.peek(); r !== undefined; r = releases.peek()) {
-      if (r.relSeq > ctx.durableSeq) return;
-      releases.shift();
-      if (r.stage !== RECEIVED) continue; // finished or restarted meanwhile
+    if (ctx.phase !== UP || releases.length === 0) return;
+    const waiting: OutgoingPublish[] = [];
+    for (let r = releases.shift(); r !== undefined; r = releases.shift()) {
+      if (r.stage !== RECEIVED) continue; // finished, restarted, or released by a re-send
+      if (r.relSeq > ctx.durableSeq) {
+        // Durability comes in order: the rest waits too.
+        waiting.push(r, ...releases.takeAll());
+        break;
+      }
+      if (!r.inFlight) {
+        waiting.push(r); // a deferred re-send: its PUBREL goes when it gets a slot
+        continue;
+      }
       r.stage = RELEASED;
       r.sentAt = now;
       ctx.emit(out, ackFrame("pubrel", r.id, ctx.config.protocolVersion), false, now);
     }
+    for (const r of waiting) releases.push(r);
   }
 
   /** A PUBCOMP arrived. */
   pubcomp(id: number, reasonCode: number, now: number, out: Actions): void {
     const record = this.accepted.get(id);
-    if (record === undefined || record.stage !== RELEASED) {
+    if (record === undefined || record.stage !== RELEASED || !record.inFlight) {
       out.log("warn", `PUBCOMP for packet ${id}, not awaiting one: ignored`);
       return;
     }
@@ -308,8 +403,7 @@ export class Outgoing {
 
   /** `record`'s exchange is over: forget it, answer its caller, let others in. */
   #finish(record: OutgoingPublish, error: Error | undefined, now: number, out: Actions): void {
-    this.inflight--;
-    if (record.qos === 2) this.inflightQos2--;
+    this.#land(record);
     this.#forget(record, out);
     if (!record.settled) {
       record.settled = true;
@@ -328,7 +422,7 @@ export class Outgoing {
   /** Room in the window or a free id: answer streaming callers, accept waiting ones, write more. */
   #roomAppeared(now: number, out: Actions): void {
     const waiters = this.#roomWaiters;
-    if (waiters.length > 0 && this.inflight < this.#window.size) {
+    if (waiters.length > 0 && this.#flight.size < this.#window.size) {
       this.#roomWaiters = [];
       for (const record of waiters) {
         if (record.settled) continue;
@@ -346,11 +440,21 @@ export class Outgoing {
 
   /** The oldest written publish (or PUBREL) still unanswered. */
   oldestUnanswered(): OutgoingPublish | undefined {
-    for (let r = this.accepted.head; r !== undefined; r = r.next) {
-      if (r.stage === SENT || r.stage === RELEASED) return r;
-      if (r.stage === QUEUED) return undefined;
+    for (let r = this.#flight.head; r !== undefined; r = r.flightNext) {
+      if (r.stage !== RECEIVED) return r; // RECEIVED waits for our store, not the broker
     }
     return undefined;
+  }
+
+  /** A short account of the accepted publishes, for traces: `id:qos:stage[*in flight][d]`. */
+  describe(limit = 12): string {
+    const stages = ["queued", "sent", "received", "released"];
+    const parts: string[] = [];
+    for (let r = this.accepted.head; r !== undefined && parts.length < limit; r = r.next) {
+      parts.push(`${r.id}:${r.qos}:${stages[r.stage]}${r.inFlight ? "*" : ""}${r.dup ? "d" : ""}`);
+    }
+    return `${this.accepted.size} accepted [${parts.join(" ")}], ${this.#flight.size} in flight, ` +
+      `${this.#resends.length} re-sends waiting, ${this.#queue.length} queued, ${this.#releases.length} releases waiting`;
   }
 
   /** Every caller still waiting, removed (the client is shutting down). Records stay in the store. */
@@ -360,8 +464,9 @@ export class Outgoing {
       ...this.#queue.takeAll().filter((r) => r.qos === 0),
     ];
     for (const r of this.accepted.takeAll()) all.push(r);
+    this.#resends.takeAll();
+    this.#flight.clear();
     this.#roomWaiters = [];
-    this.inflight = 0;
     this.inflightQos2 = 0;
     return all.filter((r) => !r.settled);
   }

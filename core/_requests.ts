@@ -7,7 +7,7 @@
  */
 
 import type { SubackPacket, Subscription, UnsubackPacket } from "../codec/packets.ts";
-import { ProtocolError, SubscriptionRefusedError, UnsubscribeRefusedError } from "../errors.ts";
+import { SubscriptionRefusedError, UnsubscribeRefusedError } from "../errors.ts";
 import type { Actions } from "./actions.ts";
 import { type Context, UP } from "./_context.ts";
 import { packetFrame } from "./_frames.ts";
@@ -156,12 +156,16 @@ export class Requests {
     this.pump(now, out);
   }
 
-  /** The request an answer belongs to; a stray answer is a protocol error. */
+  /**
+   * The request an answer belongs to. A stray answer (a broker that repeats
+   * one, or answers a request from an earlier connection late) is logged
+   * and ignored, like a stray PUBACK: closing would only cost a reconnect.
+   */
   #answered(id: number, kind: Request["kind"], out: Actions): Request | undefined {
     const request = this.pending.get(id);
     if (request === undefined || request.kind !== kind) {
       const name = kind === "subscribe" ? "SUBACK" : "UNSUBACK";
-      out.close = new ProtocolError(`${name} for unknown packet ${id}`);
+      out.log("warn", `${name} for packet ${id}, not awaited: ignored`);
       return undefined;
     }
     this.pending.delete(id);

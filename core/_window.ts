@@ -59,8 +59,13 @@ export class AdaptiveWindow {
     this.limited = false;
   }
 
-  /** An acknowledgement came `rtt` ms after its publish (never for a re-send: Karn's rule). */
-  sample(rtt: number, now: number): void {
+  /**
+   * An acknowledgement came `rtt` ms after its publish (never for a re-send:
+   * Karn's rule). `occupied`: publishes still in flight after it; the window
+   * never shrinks below them (a QoS 2 publish stays in flight after its
+   * PUBREC, and in-flight must never exceed the window).
+   */
+  sample(rtt: number, now: number, occupied = 0): void {
     if (now >= this.#epochEnd) {
       // Forget old minima now and then, so a path that became slower for good
       // is not read as permanent queueing.
@@ -83,7 +88,7 @@ export class AdaptiveWindow {
       ? (2 * this.#window * this.#minRtt) / effectiveRtt
       : 2 * this.#window;
     if (target > this.#window && !this.limited) return; // no need to grow
-    const floor = Math.min(INITIAL_WINDOW, this.#cap);
+    const floor = Math.max(Math.min(INITIAL_WINDOW, this.#cap), occupied);
     const next = this.#window + (target - this.#window) / this.#window;
     this.#window = Math.min(this.#cap, Math.max(floor, next));
   }

@@ -45,6 +45,12 @@ export class OutgoingPublish implements Pending {
   prev: OutgoingPublish | undefined = undefined;
   /** See {@linkcode prev}. */
   next: OutgoingPublish | undefined = undefined;
+  /** Neighbours in the list of publishes in flight, in write order. */
+  flightPrev: OutgoingPublish | undefined = undefined;
+  /** See {@linkcode flightPrev}. */
+  flightNext: OutgoingPublish | undefined = undefined;
+  /** In the list of publishes in flight. */
+  inFlight = false;
 
   /** A publish; `resolve`/`reject` answer its caller. */
   constructor(
@@ -134,6 +140,45 @@ export class PublishList {
     this.#byId.clear();
     this.head = this.tail = undefined;
     return all;
+  }
+}
+
+/** Publishes in flight (written, not finished), in write order: the oldest sets the deadline. */
+export class FlightList {
+  head: OutgoingPublish | undefined = undefined;
+  tail: OutgoingPublish | undefined = undefined;
+  /** How many are in flight. */
+  size = 0;
+
+  /** Appends `record`. */
+  add(record: OutgoingPublish): void {
+    if (record.inFlight) return;
+    record.inFlight = true;
+    record.flightPrev = this.tail;
+    record.flightNext = undefined;
+    if (this.tail) this.tail.flightNext = record;
+    else this.head = record;
+    this.tail = record;
+    this.size++;
+  }
+
+  /** Removes `record` (if in flight). */
+  remove(record: OutgoingPublish): void {
+    if (!record.inFlight) return;
+    record.inFlight = false;
+    if (record.flightPrev) record.flightPrev.flightNext = record.flightNext;
+    else this.head = record.flightNext;
+    if (record.flightNext) record.flightNext.flightPrev = record.flightPrev;
+    else this.tail = record.flightPrev;
+    record.flightPrev = record.flightNext = undefined;
+    this.size--;
+  }
+
+  /** Empties the list. */
+  clear(): void {
+    for (let r = this.head; r; r = r.flightNext) r.inFlight = false;
+    this.head = this.tail = undefined;
+    this.size = 0;
   }
 }
 

@@ -32,7 +32,7 @@ import { Liveness } from "./_liveness.ts";
 import { Outgoing } from "./_outgoing.ts";
 import { Requests } from "./_requests.ts";
 import { AdaptiveWindow } from "./_window.ts";
-import { OutgoingPublish, type Request } from "./records.ts";
+import { OutgoingPublish, Request } from "./records.ts";
 import type { RestoredPublish } from "../store/store.ts";
 
 export { CONNECTING, DOWN, type SessionConfig, UP } from "./_context.ts";
@@ -98,6 +98,10 @@ export class MqttState implements Context {
   #cleanLeg = false; // the connection under way is that first leg
   #closingDeadline = Infinity;
   #disconnectSent = false;
+  /** Publishes or ids came from a store: the session predates this process. */
+  #restored = false;
+  /** When the broker last answered the oldest thing it owed (see #deadAt). */
+  #progressAt = 0;
 
   /** Empty session state; throws RangeError on nonsensical settings. */
   constructor(config: SessionConfig) {
@@ -166,6 +170,11 @@ export class MqttState implements Context {
     };
   }
 
+  /** A short account of the outgoing publishes, for traces and failure reports. */
+  describe(): string {
+    return this.#outgoing.describe();
+  }
+
   /** Written QoS 1/2 publishes not finished yet. */
   get inflight(): number {
     return this.#outgoing.inflight;
@@ -192,6 +201,7 @@ export class MqttState implements Context {
     }
     for (const id of incoming) this.#incoming.restore(id);
     this.#lastId = lastId;
+    this.#restored = publishes.length > 0 || incoming.length > 0;
   }
 
   /** The last packet id handed out (the store keeps it so ids are not reused early). */
@@ -284,10 +294,14 @@ export class MqttState implements Context {
     this.limits = v5 ? brokerLimits(packet) : NO_LIMITS;
     this.phase = UP;
     this.#liveness.connected(now);
+    this.#progressAt = now;
     const serverKeepAlive = packet.properties?.serverKeepAlive;
     if (serverKeepAlive !== undefined) this.#liveness.keepaliveMs = serverKeepAlive * 1000;
     this.#window.reset(now, this.limits.receiveMaximum);
-    const sessionLost = this.#everConnected && !packet.sessionPresent;
+    // A session this state knows of (from an earlier connection, or from the
+    // store of an earlier process) that the broker no longer has.
+    const sessionLost = (this.#everConnected || this.#restored) && !packet.sessionPresent;
+    this.#restored = false;
     this.#everConnected = true;
     if (!packet.sessionPresent) this.#incoming.sessionLost(out);
     out.handshake = { kind: "connected", sessionPresent: packet.sessionPresent };
@@ -303,6 +317,14 @@ export class MqttState implements Context {
   }
 
   #onLivePacket(packet: Packet, now: number, out: Actions): void {
+    const owed = this.#owed();
+    this.#handleLivePacket(packet, now, out);
+    // The oldest debt was paid: the next one's responseTime starts now.
+    if (owed !== undefined && owed !== this.#owed()) this.#progressAt = now;
+    if (this.closing && this.#outgoing.inflight === 0) this.#sendDisconnect(now, out);
+  }
+
+  #handleLivePacket(packet: Packet, now: number, out: Actions): void {
     switch (packet.cmd) {
       case "puback":
         this.#outgoing.puback(
@@ -352,7 +374,6 @@ export class MqttState implements Context {
       default:
         out.close = new ProtocolError(`unexpected ${packet.cmd.toUpperCase()} packet from broker`);
     }
-    if (this.closing && this.#outgoing.inflight === 0) this.#sendDisconnect(now, out);
   }
 
   #onServerDisconnect(packet: DisconnectPacket, out: Actions): void {
@@ -520,20 +541,50 @@ export class MqttState implements Context {
     );
   }
 
-  #deadLinkReason(now: number): string | undefined {
-    const limit = this.#liveness.responseTimeMs;
-    if (now >= this.#liveness.pingDeadline()) return `no PINGRESP within ${limit} ms`;
+  /**
+   * What the broker owes us first: the oldest unanswered publish (or
+   * PUBREL), SUBSCRIBE/UNSUBSCRIBE or PINGREQ; undefined when nothing is owed.
+   */
+  #owed(): OutgoingPublish | Request | typeof PING_OWED | undefined {
     const publish = this.#outgoing.oldestUnanswered();
-    if (publish !== undefined && now - publish.sentAt >= limit) {
-      const answer = publish.qos === 1 ? "PUBACK" : publish.stage === 1 ? "PUBREC" : "PUBCOMP";
-      return `no ${answer} for packet ${publish.id} within ${limit} ms`;
+    const request = this.#requests.pending.size > 0 ? this.#requests.oldest() : undefined;
+    const pingAt = this.#liveness.up ? this.#liveness.pingSentAt : Infinity;
+    let owed: OutgoingPublish | Request | typeof PING_OWED | undefined = publish;
+    let at = publish?.sentAt ?? Infinity;
+    if (request !== undefined && request.sentAt < at) {
+      owed = request;
+      at = request.sentAt;
     }
-    const request = this.#requests.oldest();
-    if (request !== undefined && now - request.sentAt >= limit) {
-      const answer = request.kind === "subscribe" ? "SUBACK" : "UNSUBACK";
-      return `no ${answer} for packet ${request.id} within ${limit} ms`;
+    if (pingAt < at) owed = PING_OWED;
+    return owed;
+  }
+
+  /**
+   * When the link counts as dead: the broker gets responseTime to answer the
+   * oldest thing it owes, counted from when that was written or from when it
+   * answered the one before it, whichever is later. A slow link that keeps
+   * answering, one packet after the other, is alive; a half-open one is
+   * found within keepalive + responseTime; a broker that answers later
+   * packets but not the oldest gets no extra time.
+   */
+  #deadAt(owed: OutgoingPublish | Request | typeof PING_OWED): number {
+    const sentAt = owed === PING_OWED ? this.#liveness.pingSentAt : owed.sentAt;
+    return Math.max(sentAt, this.#progressAt) + this.#liveness.responseTimeMs;
+  }
+
+  #deadLinkReason(now: number): string | undefined {
+    const owed = this.#owed();
+    // The same sum the deadline uses: `now - sentAt >= limit` can disagree with it by
+    // one rounding, and the timer would then fire at the deadline for ever.
+    if (owed === undefined || now < this.#deadAt(owed)) return undefined;
+    const limit = this.#liveness.responseTimeMs;
+    if (owed === PING_OWED) return `no PINGRESP within ${limit} ms`;
+    if (owed instanceof Request) {
+      const answer = owed.kind === "subscribe" ? "SUBACK" : "UNSUBACK";
+      return `no ${answer} for packet ${owed.id} within ${limit} ms`;
     }
-    return undefined;
+    const answer = owed.qos === 1 ? "PUBACK" : owed.stage === 1 ? "PUBREC" : "PUBCOMP";
+    return `no ${answer} for packet ${owed.id} within ${limit} ms`;
   }
 
   /**
@@ -545,16 +596,12 @@ export class MqttState implements Context {
     let at = this.closing && !this.#disconnectSent ? this.#closingDeadline : Infinity;
     if (this.phase === CONNECTING) return Math.min(at, liveness.connackDeadline);
     if (this.phase !== UP) return at;
-    const limit = liveness.responseTimeMs;
     const keepalive = liveness.keepaliveAt();
     if (keepalive < at) at = keepalive;
-    const ping = liveness.pingDeadline();
-    if (ping < at) at = ping;
-    const publish = this.#outgoing.oldestUnanswered();
-    if (publish !== undefined && publish.sentAt + limit < at) at = publish.sentAt + limit;
-    if (this.#requests.pending.size > 0) {
-      const request = this.#requests.oldest()!;
-      if (request.sentAt + limit < at) at = request.sentAt + limit;
+    const owed = this.#owed();
+    if (owed !== undefined) {
+      const dead = this.#deadAt(owed);
+      if (dead < at) at = dead;
     }
     const nudge = this.#nudgeAt();
     if (nudge < at) at = nudge;
@@ -567,6 +614,8 @@ export class MqttState implements Context {
 }
 
 const PINGREQ = new Uint8Array([0xc0, 0x00]);
+/** Stands for an unanswered PINGREQ among the things the broker owes. */
+const PING_OWED = Symbol("PINGREQ");
 
 function brokerLimits(connack: ConnackPacket): BrokerLimits {
   const p = connack.properties ?? {};

@@ -319,13 +319,32 @@ Deno.test("keepalive: a PINGREQ after keepalive without sending; only one at a t
 });
 
 Deno.test("after a PINGRESP the next deadline is the next keepalive, not ping + responseTime", () => {
-  const rig = new Rig({ keepalive: 2, responseTimeMs: 10_000 });
+  const rig = new Rig({ keepalive: 2, responseTimeMs: 1_000 });
   rig.connect();
   rig.timer(2_000);
-  assert.equal(rig.out.deadline, 12_000, "waiting for the PINGRESP");
+  assert.equal(rig.out.deadline, 3_000, "waiting for the PINGRESP");
   rig.now = 2_010;
   rig.packet({ cmd: "pingresp" });
   assert.equal(rig.out.deadline, 4_000, "the keepalive after the PINGREQ");
+});
+
+Deno.test("with a PINGREQ out the client still speaks every keepalive (MQTT-3.1.2-23)", () => {
+  const rig = new Rig({ keepalive: 2, responseTimeMs: 10_000 });
+  rig.connect();
+  assert.deepEqual(rig.timer(2_000).map((p) => p.cmd), ["pingreq"]);
+  assert.equal(
+    rig.out.deadline,
+    4_000,
+    "not ping + responseTime: the broker drops a silent client",
+  );
+  assert.deepEqual(rig.timer(4_000).map((p) => p.cmd), ["pingreq"]);
+  assert.equal(rig.out.deadline, 6_000);
+  rig.timer(12_000);
+  assert.match(
+    rig.closed()?.message ?? "",
+    /no PINGRESP within 10000 ms/,
+    "the first ping's deadline",
+  );
 });
 
 Deno.test("a ping is due when nothing was received for keepalive, even while sending", () => {
