@@ -1,0 +1,473 @@
+/**
+ * The simulator's invariants, checked while a schedule runs and at its end.
+ * It watches the wire on the client's side of every connection (what the
+ * client wrote, what reached it), the engine after every event, the
+ * supervisor's dials and back-off sleeps, the broker's accepted messages and
+ * the application's deliveries.
+ *
+ * @module
+ */
+
+import { PacketDecoder } from "../codec/decode.ts";
+import type { Packet, ProtocolVersion, PublishPacket } from "../codec/packets.ts";
+import type { Engine } from "../client/_engine.ts";
+import type { SimConnection } from "./network.ts";
+
+/** One broken invariant. */
+export interface Violation {
+  /** Virtual time. */
+  at: number;
+  /** Which invariant. */
+  rule: string;
+  /** What happened. */
+  detail: string;
+}
+
+/** Settings the checks need. */
+export interface CheckerConfig {
+  keepaliveMs: number;
+  responseTimeMs: number;
+  maxInflight: number;
+  protocolVersion: ProtocolVersion;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  /** The broker's Receive Maximum (v5 caps the window by it). */
+  brokerReceiveMaximum: number;
+}
+
+/** What the checker knows of one message the workload published. */
+export interface PublishRecord {
+  tag: string;
+  qos: 0 | 1 | 2;
+  sync: boolean;
+  /** "pending" until the call settles. */
+  outcome: "pending" | "resolved" | "rejected";
+  /** Withdrawn before being written (aborted while queued) or refused: it need not arrive. */
+  excused: boolean;
+  /** How often the broker accepted it for routing. */
+  accepted: number;
+  /** Connection and packet id of its last write, and whether an ack for it reached the client. */
+  acked: boolean;
+  /** QoS 2: PUBREC reached the client (the PUBLISH must never be written again, MQTT-4.3.3). */
+  received: boolean;
+}
+
+interface ConnState {
+  conn: SimConnection;
+  writes: PacketDecoder;
+  reads: PacketDecoder;
+  /** Messages written on this connection, by tag. */
+  sent: Set<string>;
+  /** Packet id -> tag of publishes written here. */
+  ids: Map<number, string>;
+  /** A message new to this connection was written: re-sends must come before it. */
+  freshSeen: boolean;
+  /** Tags re-sent here, in order. */
+  resent: string[];
+  /** CONNACK reached the client: when, and whether the broker had the session. */
+  connackAt: number | undefined;
+  sessionPresent: boolean;
+  /** The last time the client wrote on it. */
+  lastWrite: number;
+  /** Set by a blackhole: the client must close it within keepalive + responseTime. */
+  deadSince: number | undefined;
+}
+
+const decoderFor = (version: ProtocolVersion) => new PacketDecoder({ protocolVersion: version });
+
+/** See the module doc. */
+export class Checker {
+  readonly violations: Violation[] = [];
+  readonly publishes = new Map<string, PublishRecord>();
+  /** Incoming messages the application received, by tag: how often. */
+  readonly delivered = new Map<string, number>();
+  /** Incoming messages the broker routed to the client, by tag (minus those a broker restart lost). */
+  readonly routedIn = new Map<string, 0 | 1 | 2>();
+  /** QoS 1/2 publishes that must still reach the broker (kept as a set: checked after every event). */
+  readonly waiting = new Set<PublishRecord>();
+  /** QoS 1/2 messages routed to the client and not delivered to the application yet. */
+  readonly undelivered = new Set<string>();
+  /** Tags the broker may legitimately deliver twice (a session was lost in between). */
+  readonly excusedDuplicates = new Set<string>();
+  readonly #conns = new Map<number, ConnState>();
+  /** Messages ever written, in first-write order (their position). */
+  readonly #firstOrder = new Map<string, number>();
+  /** The last packet id each message was written with. */
+  readonly #lastId = new Map<string, number>();
+  #sessionLost = false; // a CONNACK said the broker had no session, since the message was sent
+  #connectedSinceSleep = false;
+  /** QoS 2 exchanges open at the broker (PUBLISH written, no PUBCOMP read): packet id -> tag. */
+  readonly #qos2Open = new Map<number, string>();
+  /** Ids a killed process left open at the broker: a new message with one of them is swallowed. */
+  #orphans = new Set<number>();
+  counts = { faults: 0, connections: 0, resends: 0 };
+  /** The last time a message reached the broker or the application. */
+  lastProgress = 0;
+
+  /** Told of every packet the client wrote (`out`) or read, for the trace. */
+  onPacket: ((connection: number, out: boolean, packet: Packet) => void) | undefined;
+
+  constructor(
+    readonly config: CheckerConfig,
+    readonly now: () => number,
+    /** Runs `check` once everything at this instant has happened. */
+    readonly later: (check: () => void) => void = () => {},
+  ) {}
+
+  /** The broker broke the protocol on `s`: the client must close that connection at once. */
+  #expectClose(s: ConnState, what: string): void {
+    this.later(() => {
+      if (!s.conn.clientClosed && s.conn.alive) {
+        this.fail(
+          "a protocol violation closes the connection at once (MQTT-4.8.0-1)",
+          `connection ${s.conn.id} still open after ${what}`,
+        );
+      }
+    });
+  }
+
+  fail(rule: string, detail: string): void {
+    if (this.violations.length < 50) this.violations.push({ at: this.now(), rule, detail });
+  }
+
+  // ---- the wire ----------------------------------------------------------------------
+
+  /** Watches a new connection. */
+  attach(conn: SimConnection): void {
+    this.counts.connections++;
+    const state: ConnState = {
+      conn,
+      writes: decoderFor(this.config.protocolVersion),
+      reads: decoderFor(this.config.protocolVersion),
+      sent: new Set(),
+      ids: new Map(),
+      freshSeen: false,
+      resent: [],
+      connackAt: undefined,
+      sessionPresent: false,
+      lastWrite: this.now(),
+      deadSince: undefined,
+    };
+    this.#conns.set(conn.id, state);
+    conn.taps.clientWrite = (_c, bytes) => this.#decode(state, state.writes, bytes, true);
+    conn.taps.clientRead = (_c, bytes) => this.#decode(state, state.reads, bytes, false);
+  }
+
+  #decode(state: ConnState, decoder: PacketDecoder, bytes: Uint8Array, written: boolean): void {
+    try {
+      decoder.push(bytes, (p) => {
+        this.onPacket?.(state.conn.id, written, p);
+        if (written) this.#written(state, p);
+        else this.#read(state, p);
+      });
+    } catch (error) {
+      // The broker may send garbage on purpose; what the client writes must always decode.
+      if (written) this.fail("client writes valid MQTT", String(error));
+      else this.#expectClose(state, `malformed bytes (${error})`);
+      decoder.protocolVersion = this.config.protocolVersion;
+    }
+  }
+
+  #written(s: ConnState, packet: Packet): void {
+    const now = this.now();
+    const keepalive = this.config.keepaliveMs;
+    // While earlier bytes still go out the client is not silent, only slowed down.
+    const since = Math.max(s.lastWrite, Math.min(now, s.conn.toBroker.txFreeAt));
+    if (s.connackAt !== undefined && keepalive > 0 && now - since > keepalive + 1e-6) {
+      this.fail(
+        "silent no longer than keepalive",
+        `connection ${s.conn.id}: no write for ${
+          (now - since).toFixed(1)
+        } ms (keepalive ${keepalive} ms)`,
+      );
+    }
+    s.lastWrite = now;
+    if (packet.cmd !== "publish" || packet.qos === 0) return;
+    const tag = tagOf(packet);
+    if (tag === undefined) return;
+    const record = this.publishes.get(tag);
+    const id = packet.messageId!;
+    if (packet.qos === 2) {
+      if (this.#orphans.delete(id) && this.#qos2Open.get(id) !== tag && record !== undefined) {
+        // The broker still holds this id from a process that died without a store: it
+        // takes this PUBLISH for a re-send of that one (documented in the README).
+        this.excuse(record);
+      }
+      this.#qos2Open.set(id, tag);
+    }
+    s.ids.set(id, tag);
+    if (s.sent.has(tag)) {
+      this.fail(
+        "nothing re-sent on a live connection",
+        `${tag} written twice on connection ${s.conn.id}`,
+      );
+      return;
+    }
+    s.sent.add(tag);
+    const firstAt = this.#firstOrder.get(tag);
+    if (firstAt === undefined) {
+      this.#firstOrder.set(tag, this.#firstOrder.size);
+      this.#lastId.set(tag, id);
+      // DUP on a first write is allowed: the client may have handed it to a socket that
+      // died before the bytes left.
+      if (!packet.dup) s.freshSeen = true;
+      return;
+    }
+    // A re-send on a fresh connection.
+    this.counts.resends++;
+    if (!packet.dup) this.fail("re-sends carry DUP", `${tag} re-sent without DUP`);
+    if (this.#lastId.get(tag) !== id) {
+      this.fail("re-sends keep their id", `${tag} re-sent as ${id}, was ${this.#lastId.get(tag)}`);
+    }
+    if (s.freshSeen) {
+      this.fail("re-sends before anything new", `${tag} re-sent after a new message`);
+    }
+    const previous = s.resent.at(-1);
+    if (previous !== undefined && this.#firstOrder.get(previous)! > firstAt) {
+      this.fail("re-sends in original order", `${tag} re-sent after ${previous}`);
+    }
+    s.resent.push(tag);
+    if (record?.acked) {
+      this.fail(
+        "a PUBACKed message is never re-sent",
+        `${tag} re-sent after its PUBACK reached the client`,
+      );
+    }
+    if (record?.received && s.sessionPresent) {
+      this.fail("no PUBLISH after PUBREC (MQTT-4.3.3)", `${tag} re-sent after its PUBREC`);
+    }
+  }
+
+  #read(s: ConnState, packet: Packet): void {
+    if (s.connackAt === undefined && packet.cmd !== "connack" && packet.cmd !== "auth") {
+      this.#expectClose(s, `a ${packet.cmd.toUpperCase()} before the CONNACK`);
+    }
+    switch (packet.cmd) {
+      case "connack":
+        if ((packet.returnCode ?? packet.reasonCode ?? 0) === 0) {
+          s.connackAt = this.now();
+          s.lastWrite = this.now();
+          s.sessionPresent = packet.sessionPresent;
+          if (!packet.sessionPresent) {
+            this.#sessionLost = true;
+            this.#orphans.clear();
+            this.#qos2Open.clear();
+            // A new session: QoS 2 exchanges start over with the PUBLISH.
+            for (const record of this.publishes.values()) record.received = false;
+          }
+        }
+        break;
+      case "puback":
+      case "pubrec": {
+        const tag = s.ids.get(packet.messageId);
+        const record = tag === undefined ? undefined : this.publishes.get(tag);
+        if (record === undefined) break;
+        if (packet.cmd === "puback" && record.qos === 1) record.acked = true;
+        if (packet.cmd === "pubrec" && record.qos === 2) record.received = true;
+        break;
+      }
+      case "pubcomp": {
+        this.#qos2Open.delete(packet.messageId);
+        const tag = s.ids.get(packet.messageId);
+        const record = tag === undefined ? undefined : this.publishes.get(tag);
+        if (record?.qos === 2 && record.received) record.acked = true;
+        break;
+      }
+    }
+  }
+
+  // ---- faults ---------------------------------------------------------------------
+
+  /** The schedule blackholed connection `id` at `now`. */
+  blackholed(id: number): void {
+    const s = this.#conns.get(id);
+    if (s !== undefined && s.connackAt !== undefined && !s.conn.clientClosed) {
+      s.deadSince = this.now();
+    }
+  }
+
+  /** Checks that blackholed connections were given up in time (call at or after the bound). */
+  checkDeadLinks(): void {
+    const bound = this.config.keepaliveMs + this.config.responseTimeMs;
+    for (const s of this.#conns.values()) {
+      if (s.deadSince === undefined || s.conn.clientClosed) continue;
+      const waited = this.now() - s.deadSince;
+      // With keepalive 0 and nothing outstanding, nothing can tell a dead link from a quiet one.
+      if (this.config.keepaliveMs > 0 && waited > bound + 1) {
+        this.fail(
+          "a dead link is detected within keepalive + responseTime",
+          `connection ${s.conn.id} dead for ${waited.toFixed(0)} ms (bound ${bound} ms)`,
+        );
+        s.deadSince = undefined;
+      }
+    }
+  }
+
+  // ---- the engine, the supervisor --------------------------------------------------------
+
+  /** After every engine event. */
+  afterEvent(engine: Engine): void {
+    const s = engine.inspect();
+    if (s.timerAt > s.deadline) {
+      this.fail(
+        "the timer fires by the state's next deadline",
+        `timer at ${s.timerAt}, deadline ${s.deadline}`,
+      );
+    }
+    if (
+      !(s.inflight <= s.window && s.window <= s.ceiling && s.ceiling <= this.config.maxInflight)
+    ) {
+      this.fail(
+        "in-flight <= window <= maxInflight",
+        `inflight ${s.inflight}, window ${s.window}, ceiling ${s.ceiling}, maxInflight ${this.config.maxInflight}`,
+      );
+    }
+    if (
+      this.config.protocolVersion === 5 && s.phase === 2 &&
+      s.ceiling > this.config.brokerReceiveMaximum
+    ) {
+      this.fail("v5: the window stays within Receive Maximum", `ceiling ${s.ceiling}`);
+    }
+  }
+
+  /** The supervisor is about to sleep `delay` ms before attempt number `attempt`. */
+  sleeping(delay: number, attempt: number): void {
+    const { initialDelayMs, maxDelayMs } = this.config;
+    const span = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.max(0, attempt - 1));
+    const ok = (delay >= span / 2 - 1e-6 && delay <= span + 1e-6) ||
+      Math.abs(delay - maxDelayMs) < 1e-6;
+    if (!ok) this.fail("back-off within its bounds", `delay ${delay} ms for attempt ${attempt}`);
+    if (this.#connectedSinceSleep && attempt !== 1 && Math.abs(delay - maxDelayMs) > 1e-6) {
+      this.fail("back-off resets after CONNACK 0", `attempt ${attempt} right after a connection`);
+    }
+    this.#connectedSinceSleep = false;
+  }
+
+  /** A connection was accepted (CONNACK 0): the next back-off must start from the first delay. */
+  connected(): void {
+    this.#connectedSinceSleep = true;
+  }
+
+  // ---- messages --------------------------------------------------------------------------
+
+  /** A publish call was made. */
+  track(record: PublishRecord): void {
+    this.publishes.set(record.tag, record);
+    if (record.qos > 0) this.waiting.add(record);
+  }
+
+  /**
+   * Whether the broker may still hold QoS 2 ids of a process that died
+   * without a store: they fill its incoming limit, which the new process
+   * cannot see (documented in the README).
+   */
+  get holdsOrphans(): boolean {
+    return this.#orphans.size > 0;
+  }
+
+  /** `record` need not arrive any more (withdrawn, refused, or its process died without a store). */
+  excuse(record: PublishRecord): void {
+    record.excused = true;
+    this.waiting.delete(record);
+  }
+
+  /** `record`'s call settled. */
+  settled(record: PublishRecord, outcome: "resolved" | "rejected"): void {
+    record.outcome = outcome;
+    if (outcome === "rejected") this.waiting.delete(record);
+  }
+
+  /** The broker accepted a message for routing. */
+  brokerAccepted(packet: PublishPacket): void {
+    const tag = tagOf(packet);
+    if (tag === undefined) return;
+    const record = this.publishes.get(tag);
+    if (record === undefined) return;
+    record.accepted++;
+    this.waiting.delete(record);
+    this.lastProgress = this.now();
+    if (record.qos === 2 && record.accepted > 1 && !this.#sessionLost) {
+      this.fail("QoS 2 exactly once", `${tag} accepted ${record.accepted} times by the broker`);
+    }
+  }
+
+  /** The application got an incoming message. */
+  appReceived(packet: { topic: string; payload: Uint8Array; qos: number }): void {
+    const tag = tagOf(packet);
+    if (tag === undefined) return;
+    const n = (this.delivered.get(tag) ?? 0) + 1;
+    this.delivered.set(tag, n);
+    this.undelivered.delete(tag);
+    this.lastProgress = this.now();
+    if (
+      n > 1 && packet.qos === 2 && this.routedIn.get(tag) === 2 && !this.excusedDuplicates.has(tag)
+    ) {
+      this.fail("incoming QoS 2 delivered exactly once", `${tag} delivered ${n} times`);
+    }
+  }
+
+  /** A message the broker will deliver to the client at `qos`. */
+  routed(tag: string, qos: 0 | 1 | 2): void {
+    this.routedIn.set(tag, qos);
+    if (qos > 0 && !this.delivered.has(tag)) this.undelivered.add(tag);
+  }
+
+  /**
+   * The client started a clean session (a new process with `clean: true`):
+   * the broker dropped what it had queued for the old one.
+   */
+  sessionDiscarded(): void {
+    for (const tag of this.routedIn.keys()) {
+      if (!this.delivered.has(tag)) this.routedIn.delete(tag);
+      this.excusedDuplicates.add(tag);
+    }
+    this.undelivered.clear();
+  }
+
+  /** A client process ended without a store while its session stays at the broker. */
+  processLostState(): void {
+    for (const id of this.#qos2Open.keys()) this.#orphans.add(id);
+    // The new process cannot know which QoS 2 ids its predecessor had
+    // delivered: a broker re-send of one of them is a new message to it.
+    for (const tag of this.delivered.keys()) this.excusedDuplicates.add(tag);
+  }
+
+  /** The broker restarted without persistence: what it had not delivered is gone. */
+  brokerForgot(): void {
+    for (const tag of this.routedIn.keys()) {
+      if (!this.delivered.has(tag)) this.routedIn.delete(tag);
+      this.excusedDuplicates.add(tag);
+    }
+    this.undelivered.clear();
+    this.#sessionLost = true;
+  }
+
+  // ---- the end ----------------------------------------------------------------------------
+
+  /** After the healed tail of the schedule: nothing lost. */
+  checkEnd(): void {
+    for (const record of this.publishes.values()) {
+      if (record.qos === 0 || record.excused || record.outcome === "rejected") continue;
+      if (record.accepted === 0) {
+        this.fail(
+          "no publish is lost",
+          `${record.tag} (QoS ${record.qos}, ${record.outcome}) never reached the broker`,
+        );
+      }
+    }
+    for (const [tag, qos] of this.routedIn) {
+      if (qos > 0 && !this.delivered.has(tag)) {
+        this.fail("incoming QoS 1/2 reaches the application", `${tag} was never delivered`);
+      }
+    }
+  }
+}
+
+/** The message tag a publish carries at the start of its payload ("m123 ..."), or undefined. */
+export function tagOf(packet: { payload: Uint8Array }): string | undefined {
+  const p = packet.payload;
+  if (p.length < 2 || (p[0] !== 0x6d && p[0] !== 0x69)) return undefined; // "m" out, "i" in
+  let end = 1;
+  while (end < p.length && p[end] >= 0x30 && p[end] <= 0x39) end++;
+  return end > 1 ? String.fromCharCode(...p.subarray(0, end)) : undefined;
+}
