@@ -103,6 +103,10 @@ export class Checker {
   counts = { faults: 0, connections: 0, resends: 0 };
   /** The last time a message reached the broker or the application. */
   lastProgress = 0;
+  /** Set while the client process is being stopped: a closed handshake is then expected. */
+  stopping = false;
+  /** Counts attempts that ended, to tell whether the supervisor moved on since. */
+  #attemptsEnded = 0;
 
   /** Told of every packet the client wrote (`out`) or read, for the trace. */
   onPacket: ((connection: number, out: boolean, packet: Packet) => void) | undefined;
@@ -151,6 +155,22 @@ export class Checker {
     this.#conns.set(conn.id, state);
     conn.taps.clientWrite = (_c, bytes) => this.#decode(state, state.writes, bytes, true);
     conn.taps.clientRead = (_c, bytes) => this.#decode(state, state.reads, bytes, false);
+    conn.taps.clientClose = () => {
+      if (state.connackAt !== undefined || this.stopping) return;
+      // The attempt failed: the supervisor must move on now (back off, or give up).
+      const attempt = ++this.#attemptsEnded;
+      this.later(() =>
+        this.later(() => {
+          if (attempt === this.#attemptsEnded && !this.stopping) {
+            this.fail(
+              "a connection closed during its handshake ends the attempt at once",
+              `connection ${conn.id}: no back-off and no new dial after it closed`,
+            );
+          }
+        })
+      );
+    };
+    this.#attemptsEnded++; // a new dial: the previous attempt moved on
   }
 
   #decode(state: ConnState, decoder: PacketDecoder, bytes: Uint8Array, written: boolean): void {
@@ -341,6 +361,12 @@ export class Checker {
       this.fail("back-off resets after CONNACK 0", `attempt ${attempt} right after a connection`);
     }
     this.#connectedSinceSleep = false;
+    this.#attemptsEnded++;
+  }
+
+  /** The attempt's outcome reached the caller (a failed `connect()` call): it moved on. */
+  attemptSettled(): void {
+    this.#attemptsEnded++;
   }
 
   /** A connection was accepted (CONNACK 0): the next back-off must start from the first delay. */

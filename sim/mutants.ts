@@ -89,7 +89,8 @@ export const MUTANTS: Mutant[] = [
     bug:
       "found by the state tests: a 0 ms round trip makes the adaptive window NaN, and a NaN window never fills",
     file: "core/_window.ts",
-    find: "effectiveRtt > 0 ? (2 * this.#window * this.#minRtt) / effectiveRtt : 2 * this.#window",
+    find:
+      "effectiveRtt > 0\n      ? (2 * this.#window * this.#minRtt) / effectiveRtt\n      : 2 * this.#window",
     replace: "(2 * this.#window * this.#minRtt) / effectiveRtt",
   },
   {
@@ -223,7 +224,9 @@ if (import.meta.main) {
   }
   const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
   const rows: Outcome[] = [];
-  for (const mutant of MUTANTS.filter((m) => only === undefined || m.name === only)) {
+  for (
+    const mutant of MUTANTS.filter((m) => only === undefined || only.split(",").includes(m.name))
+  ) {
     const outcome = await trial(root, mutant, seconds, base);
     rows.push(outcome);
     console.error(

@@ -199,6 +199,7 @@ export class SimConnection implements Connection {
   readonly taps: {
     clientWrite?(conn: SimConnection, bytes: Uint8Array): void;
     clientRead?(conn: SimConnection, bytes: Uint8Array): void;
+    clientClose?(conn: SimConnection): void;
   } = {};
 
   constructor(
@@ -261,6 +262,7 @@ export class SimConnection implements Connection {
   close(): void {
     if (this.#clientClosed) return;
     this.#clientClosed = true;
+    this.taps.clientClose?.(this);
     this.toBroker.fin();
     this.#wakeReader(null);
   }

@@ -291,6 +291,7 @@ class Run {
     if (c.connectFirst && this.#generation === 1) {
       const owner = this.#owner;
       client.connect().catch((error) => {
+        this.checker.attemptSettled();
         this.log(`connect() failed: ${error.message}; start() in 1 ms`);
         // A caught failure must leave nothing running: a script could not exit otherwise.
         this.sched.after(1, () => {
@@ -532,6 +533,7 @@ class Run {
   async #restartClient(crash: boolean): Promise<void> {
     const old = this.client;
     const oldOwner = this.#owner;
+    this.checker.stopping = true;
     if (crash) {
       // A killed process: its timers never fire, its sockets are closed by the OS,
       // its callers never hear back.
@@ -551,6 +553,7 @@ class Run {
       }
       if (!this.schedule.client.clean) this.checker.processLostState();
     }
+    this.checker.stopping = false;
     this.#netListeners.clear();
     // A new process with clean: true starts a clean session: the broker drops the old one.
     if (this.schedule.client.clean) this.#cleanStartPending = true;
@@ -607,6 +610,7 @@ class Run {
 
   async #disconnect(): Promise<void> {
     this.#ending = true;
+    this.checker.stopping = true;
     let done = false;
     this.client.disconnect().then(() => done = true, (error) => {
       done = true;
