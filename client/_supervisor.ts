@@ -110,11 +110,30 @@ export class Supervisor {
   }
 
   /**
+   * `connect()`: one connect sequence on each server at most, from the
+   * current one round the list, until one works (a server the broker
+   * redirects to counts as one of them). Resolves with sessionPresent;
+   * rejects with the last attempt's error. `signal` aborts it.
+   */
+  async establish(signal?: AbortSignal): Promise<boolean> {
+    const servers = this.#o.endpoints.length;
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await this.#establish(signal);
+      } catch (error) {
+        if (attempt >= servers || signal?.aborted || this.#lifetime.signal.aborted) throw error;
+        this.#o.logger.warn(`connection attempt failed: ${errorText(error)}`);
+        if (!this.#redirectBy(error)) this.#moveOn();
+      }
+    }
+  }
+
+  /**
    * One connect sequence: network up, dial, handshake (twice for the
    * clean-session dance). Resolves with sessionPresent; rejects with the
    * attempt's error. `signal` aborts it.
    */
-  async establish(signal?: AbortSignal): Promise<boolean> {
+  async #establish(signal?: AbortSignal): Promise<boolean> {
     const lifetime = this.#lifetime.signal;
     const abort = new AbortController();
     this.#dialAbort = abort;
@@ -236,7 +255,7 @@ export class Supervisor {
         }
         await o.net.ensureUp({ bounce, signal: this.#lifetime.signal });
         if (this.#stopped) return;
-        const sessionPresent = await this.establish();
+        const sessionPresent = await this.#establish();
         o.onConnect(sessionPresent); // in the background: never rejects
         continue;
       } catch (error) {

@@ -364,3 +364,61 @@ Deno.test("v5 CONNACK 0x9c (use another server) sends the background loop to the
     await client.disconnect();
   }
 });
+
+// ---- connect() with a server list ---------------------------------------------------------
+
+brokerTest(
+  "connect() with the first server down connects to the next one, and stays there",
+  async (broker) => {
+    const down = await proxyTo(broker);
+    down.refuse(true); // accepts and closes at once: a server that is down, counted
+    const up = await proxyTo(broker);
+    const links = new Links();
+    const client = failoverClient([url(down), url(up)], { onConnectionChange: links.handler });
+    try {
+      await within(client.connect(), 5000, "connect() over the list");
+      assert.equal(down.connectionCount, 1, "one attempt on the server that is down");
+      assert.equal(up.connectionCount, 1);
+      up.cutAll();
+      await links.ups(2);
+      assert.equal(down.connectionCount, 1, "the reconnect went to the server that worked");
+      assert.equal(up.connectionCount, 2);
+    } finally {
+      await client.disconnect();
+      await down.close();
+      await up.close();
+    }
+  },
+);
+
+Deno.test("v5 CONNACK 0x9c (use another server) at connect() goes on to the next server", async () => {
+  await using first = await FakeBroker.start();
+  await using second = await FakeBroker.start();
+  const client = failoverClient([url(first), url(second)], { protocolVersion: 5 });
+  try {
+    const connecting = client.connect();
+    const one = await first.accept();
+    await one.handshake({ reasonCode: 0x9c });
+    const two = await second.accept();
+    await two.handshake();
+    two.autoPingresp();
+    await within(connecting, 2000, "connect() on the second server");
+    assert.equal(first.connectionCount, 1);
+  } finally {
+    await client.disconnect();
+  }
+});
+
+Deno.test("connect() with every server down rejects after one attempt on each", async () => {
+  await using first = await FakeBroker.start();
+  await using second = await FakeBroker.start();
+  first.refuseConnections(true);
+  second.refuseConnections(true);
+  const client = failoverClient([url(first), url(second)]);
+  try {
+    await assert.rejects(within(client.connect(), 5000, "connect()"));
+    assert.deepEqual([first.refusedCount, second.refusedCount], [1, 1]);
+  } finally {
+    await client.disconnect();
+  }
+});
