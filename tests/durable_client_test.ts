@@ -17,7 +17,18 @@
 
 import assert from "node:assert/strict";
 import { FileStore } from "../mod.ts";
-import { closeAll, connected, proxyTo, type TestClient, text, Watch, within } from "./helpers.ts";
+import { FakeBroker } from "../testing.ts";
+import {
+  closeAll,
+  connected,
+  fakeConnected,
+  proxyTo,
+  quickClient,
+  type TestClient,
+  text,
+  Watch,
+  within,
+} from "./helpers.ts";
 import { brokerTest } from "./mosquitto.ts";
 import { qosOf } from "./_durable_child.ts";
 import { prng } from "./_file_store_child.ts";
@@ -267,6 +278,61 @@ brokerTest(
       }
       await closeAll(clients);
       await proxy.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
+
+Deno.test(
+  "a publish made right after start(), before the store is open, waits for it: " +
+    "the stored message goes first with its id, the new one takes another id",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "mqtt_async_durable_early_" });
+    try {
+      // Run 1: a QoS 1 publish the broker never acknowledges stays in the store.
+      let oldId: number;
+      {
+        await using broker = await FakeBroker.start();
+        const { client, conn } = await fakeConnected(broker, { store: new FileStore(dir) });
+        const unacked = client.publish("t", "old", { qos: 1 });
+        const packet = await conn.next();
+        assert.equal(packet.cmd, "publish");
+        oldId = packet.messageId!;
+        await client.disconnect();
+        await assert.rejects(unacked, /stays in the store/);
+      }
+      const check = new FileStore(dir);
+      const held = await check.open("test-client");
+      await check.close();
+      assert.deepEqual(held.publishes.map((p) => [p.id, text(p.payload)]), [[oldId, "old"]]);
+
+      // Run 2: publish at once, while the store is still opening.
+      await using broker = await FakeBroker.start({ mode: "broker" });
+      const client = quickClient(broker, { store: new FileStore(dir) });
+      try {
+        client.start();
+        const sentFrames = () =>
+          broker.framesOf("publish", "toBroker").map((f) => {
+            const p = f.packet as { messageId?: number; dup: boolean; payload: Uint8Array };
+            return [text(p.payload), p.messageId, p.dup];
+          });
+        await within(client.publish("t", "new", { qos: 1 }), 3000, "the publish made at start")
+          .catch((error) => {
+            throw new Error(
+              `${error.message}; PUBLISHes [payload, id, dup]: ${JSON.stringify(sentFrames())}; ` +
+                `client log: ${JSON.stringify(client.log.filter((l) => !l.startsWith("debug")))}`,
+            );
+          });
+        const sent = sentFrames();
+        assert.equal(sent.length, 2, `PUBLISHes: ${JSON.stringify(sent)}`);
+        assert.deepEqual(sent[0], ["old", oldId, true], "the stored message is re-sent first");
+        assert.equal(sent[1][0], "new");
+        assert.notEqual(sent[1][1], oldId, "the new message took the stored message's id");
+        assert.deepEqual(client.log.filter((l) => l.startsWith("error")), []);
+      } finally {
+        await client.disconnect();
+      }
+    } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
