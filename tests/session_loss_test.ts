@@ -71,6 +71,8 @@ for (const version of [4, 5] as const) {
         await client.subscribe("two/#", 2);
         await client.subscribe("gone/#", 1);
         await client.unsubscribe("gone/#");
+        // MQTT 5: options come back with the subscription (noLocal: its own publishes stay away).
+        if (version === 5) await client.subscribe("own/#", { qos: 1, noLocal: true });
         assert.equal(proxy.frames.filter((f) => f.type === UNSUBSCRIBE).length, 1);
 
         const publisher = await connected(broker, clients, {
@@ -130,7 +132,7 @@ for (const version of [4, 5] as const) {
         );
         assert.deepEqual(
           subscribed.sort(),
-          ["one/# 1", "two/# 2"],
+          version === 5 ? ["one/# 1", "own/# 1", "two/# 2"] : ["one/# 1", "two/# 2"],
           `filters subscribed after the restart, from the broker's log:\n${log}`,
         );
 
@@ -151,6 +153,16 @@ for (const version of [4, 5] as const) {
           !got.some((m) => m.topic.startsWith("gone/")),
           `a message of the unsubscribed filter arrived: ${JSON.stringify(got)}`,
         );
+        if (version === 5) {
+          // noLocal held: the client's own publish does not come back; the one after it does.
+          await client.publish("own/x", "from-myself", { qos: 1 });
+          await publisher.publish("own/x", "from-publisher", { qos: 1 });
+          await has("own/x", "from-publisher");
+          assert.ok(
+            !got.some((m) => m.text === "from-myself"),
+            "noLocal was lost in the re-subscription",
+          );
+        }
         assert.match(client.log.join("\n"), /no session for this client: subscriptions made again/);
       } finally {
         await closeAll(clients);
