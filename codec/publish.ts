@@ -8,7 +8,7 @@
 
 import type { ProtocolVersion, PublishProperties, QoS } from "./packets.ts";
 import { propertiesSize, writeProperties } from "./properties.ts";
-import { allocFrame, checkTopicName, MAX_VBI, vbiSize } from "./_wire.ts";
+import { allocFrame, checkTopicName, MAX_VBI, vbiSize, writeVbi } from "./_wire.ts";
 
 const encoder = new TextEncoder();
 /** The last topic written, validated, and its UTF-8 length. */
@@ -55,7 +55,9 @@ function writeTopic(frame: Uint8Array, offset: number, topic: string, length: nu
  *   `encodeProperties("publish", ...)` (copied as it is, not checked again);
  *   absent means none. With 3.1.1, `properties` must be absent.
  * - An empty `topic` is allowed only in MQTT 5 with a Topic Alias in the
- *   properties (MQTT 5 §3.3.2.3.4).
+ *   properties or in `topicAlias` (MQTT 5 §3.3.2.3.4).
+ * - `topicAlias` (MQTT 5, 1..65535; 0: none) adds a Topic Alias property
+ *   after `properties` without copying them: the client's outgoing aliases.
  *
  * The frame may be a view into a buffer shared with other frames: write the
  * Uint8Array itself, never its `.buffer`.
@@ -81,6 +83,7 @@ export function encodePublish(
   dup: boolean,
   version: ProtocolVersion = 4,
   properties?: PublishProperties | Uint8Array,
+  topicAlias = 0,
 ): Uint8Array {
   if (qos === 0) {
     if (dup) throw new RangeError("PUBLISH with QoS 0 must not set DUP (MQTT-3.3.1-2)");
@@ -101,14 +104,33 @@ export function encodePublish(
       propsSize = propertiesSize(properties, "publish");
       propsLength = vbiSize(propsSize) + propsSize;
     }
+    if (topicAlias !== 0) {
+      if (topicAlias !== (topicAlias & 0xffff)) {
+        throw new RangeError(`PUBLISH topic alias must be 1..65535, got ${topicAlias}`);
+      }
+      if (block) {
+        // Re-frame the block's properties with the alias after them.
+        let start = 0;
+        while (block[start] & 0x80) start++;
+        start++;
+        propsSize = block.length - start + 3;
+        block = block.subarray(start);
+      } else {
+        propsSize += 3;
+      }
+      propsLength = vbiSize(propsSize) + propsSize;
+    }
+  } else if (topicAlias !== 0) {
+    throw new TypeError("PUBLISH topic aliases need MQTT 5; this is 3.1.1");
   } else if (version !== 4) {
     throw new RangeError(`protocol version must be 4 or 5, got ${version}`);
   } else if (properties !== undefined && !isEmpty(properties)) {
     throw new TypeError("PUBLISH properties need MQTT 5; this is 3.1.1");
   }
   let nameLength = 0;
-  if (topic === "") checkEmptyTopic(version, properties);
-  else nameLength = topicLength(topic);
+  if (topic === "") {
+    if (topicAlias === 0 || version !== 5) checkEmptyTopic(version, properties);
+  } else nameLength = topicLength(topic);
   const remaining = 2 + nameLength + (qos === 0 ? 0 : 2) + propsLength + payload.length;
   if (remaining > MAX_VBI) {
     throw new RangeError(`PUBLISH remaining length ${remaining} exceeds ${MAX_VBI}`);
@@ -134,7 +156,18 @@ export function encodePublish(
     frame[offset++] = id & 0xff;
   }
   if (version === 5) {
-    if (block) {
+    if (topicAlias !== 0) {
+      if (block) {
+        offset = writeVbi(frame, offset, propsSize);
+        frame.set(block, offset);
+        offset += block.length;
+      } else {
+        offset = writeProperties(frame, offset, properties as PublishProperties, propsSize);
+      }
+      frame[offset++] = 0x23;
+      frame[offset++] = topicAlias >> 8;
+      frame[offset++] = topicAlias & 0xff;
+    } else if (block) {
       frame.set(block, offset);
       offset += block.length;
     } else {

@@ -10,14 +10,19 @@ import type { Packet, ProtocolVersion } from "../codec/packets.ts";
 import { type AckCmd, encodeAck, encodePublish } from "../codec/publish.ts";
 import type { OutgoingPublish } from "./records.ts";
 
-/** A PUBLISH frame for `record`. */
+/**
+ * A PUBLISH frame for `record`. v5: `alias` (0: none) adds a Topic Alias;
+ * `aliasOnly` leaves the topic out (the broker knows the alias).
+ */
 export function publishFrame(
   record: OutgoingPublish,
   version: ProtocolVersion,
   dup: boolean,
+  alias = 0,
+  aliasOnly = false,
 ): Uint8Array {
   return encodePublish(
-    record.topic,
+    aliasOnly ? "" : record.topic,
     record.payload,
     record.qos,
     record.id,
@@ -25,6 +30,7 @@ export function publishFrame(
     dup,
     version,
     version === 5 ? record.properties : undefined,
+    alias,
   );
 }
 

@@ -9,6 +9,7 @@
 import { PublishRefusedError } from "../errors.ts";
 import type { Actions } from "./actions.ts";
 import { type Context, UP } from "./_context.ts";
+import { OutgoingAliases } from "./_aliases.ts";
 import { ackFrame, publishFrame } from "./_frames.ts";
 import type { Liveness } from "./_liveness.ts";
 import type { AdaptiveWindow } from "./_window.ts";
@@ -44,6 +45,8 @@ export class Outgoing {
   readonly #releases = new Fifo<OutgoingPublish>();
   /** QoS 2 publishes in flight (3.1.1 limits them separately). */
   inflightQos2 = 0;
+  /** v5 topic aliases the broker knows from us on this connection. */
+  readonly aliases = new OutgoingAliases();
 
   /** Outgoing state sharing `ctx`, timing and the window. */
   constructor(ctx: Context, liveness: Liveness, window: AdaptiveWindow) {
@@ -147,12 +150,7 @@ export class Outgoing {
       if (!ctx.writable()) return;
       if (record.qos === 0) {
         queue.shift();
-        if (this.#refusedByBroker(record, out)) continue;
-        const frame = this.#fitting(
-          record,
-          publishFrame(record, ctx.config.protocolVersion, false),
-          out,
-        );
+        const frame = this.#firstFrame(record, out);
         if (frame === undefined) continue;
         ctx.emit(out, frame, false, now);
         if (!record.settled) {
@@ -167,9 +165,7 @@ export class Outgoing {
         return;
       }
       queue.shift();
-      const frame = this.#refusedByBroker(record, out)
-        ? undefined
-        : this.#fitting(record, publishFrame(record, ctx.config.protocolVersion, false), out);
+      const frame = this.#firstFrame(record, out);
       if (frame === undefined) {
         this.#forget(record, out);
         continue;
@@ -224,6 +220,34 @@ export class Outgoing {
   }
 
   /**
+   * The frame of `record`'s first write: with a topic alias where the broker
+   * takes them (alias only once the broker knows it), undefined when the
+   * broker cannot take the publish (the caller is answered, nothing is sent).
+   * A re-send never uses an alias: it carries its topic.
+   */
+  #firstFrame(record: OutgoingPublish, out: Actions): Uint8Array | undefined {
+    if (this.#refusedByBroker(record, out)) return undefined;
+    const version = this.#ctx.config.protocolVersion;
+    const aliases = this.aliases;
+    if (aliases.max !== 0) {
+      const topic = record.topic;
+      const known = aliases.known(topic);
+      if (known !== 0) {
+        return this.#fitting(record, publishFrame(record, version, false, known, true), out);
+      }
+      const fresh = aliases.offer(topic);
+      if (fresh !== 0) {
+        const frame = publishFrame(record, version, false, fresh);
+        if (frame.length <= this.#ctx.limits.maximumPacketSize) {
+          aliases.set(topic, fresh); // written in this event, on this connection
+          return frame;
+        }
+      }
+    }
+    return this.#fitting(record, publishFrame(record, version, false), out);
+  }
+
+  /**
    * `frame`, unless it is larger than the broker's Maximum Packet Size (v5):
    * then the publish is refused with a RangeError naming both sizes and
    * nothing is sent (MQTT-3.2.2-15).
@@ -274,6 +298,7 @@ export class Outgoing {
     this.#flight.clear();
     this.inflightQos2 = 0;
     this.#resends.takeAll();
+    this.aliases.reset(this.#ctx.limits.topicAliasMaximum); // aliases are per connection
     const version = this.#ctx.config.protocolVersion;
     let count = 0;
     for (let r = this.accepted.head; r !== undefined; r = r.next) {
