@@ -9,7 +9,13 @@
  */
 
 import { errorText } from "../_bytes.ts";
-import { Actions, type HandshakeOutcome } from "../core/actions.ts";
+import {
+  Actions,
+  type AuthChallenge,
+  type HandshakeOutcome,
+  type Pending,
+} from "../core/actions.ts";
+import { MQTTError } from "../errors.ts";
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { type OutgoingPublish, Request } from "../core/records.ts";
 import { MqttState, type SessionConfig, type StateSnapshot, UP } from "../core/state.ts";
@@ -43,6 +49,8 @@ export interface EngineOptions {
   probe?: EngineProbe;
   /** Where the session is kept durably; absent: in the state only. */
   store?: SessionStore;
+  /** v5: answers the broker's AUTH challenges (enhanced authentication). */
+  onAuthChallenge?: (data: Uint8Array | undefined) => Uint8Array | Promise<Uint8Array>;
 }
 
 /** See the module doc. */
@@ -54,6 +62,7 @@ export class Engine {
   readonly #dispatcher: Dispatcher;
   readonly #onLinkChange: (up: boolean, error?: Error) => void;
   readonly #store: SessionStore | undefined;
+  readonly #onAuthChallenge: EngineOptions["onAuthChallenge"];
   #committing = false; // a store commit is under way
   #commitAgain = false; // changes were appended during it
   readonly #probe: EngineProbe | undefined;
@@ -81,6 +90,7 @@ export class Engine {
     this.#onLinkChange = options.onLinkChange;
     this.#probe = options.probe;
     this.#store = options.store;
+    this.#onAuthChallenge = options.onAuthChallenge;
   }
 
   /** Whether a session is established on a live connection. */
@@ -175,6 +185,13 @@ export class Engine {
     this.#apply(out);
   }
 
+  /** A re-authentication call (v5). */
+  reauthenticate(call: Pending, data: Uint8Array | undefined): void {
+    const out = this.#actions();
+    this.state.onReauthenticate(call, data, this.#clock.now(), out);
+    this.#apply(out);
+  }
+
   /** A call's signal aborted. */
   abort(call: OutgoingPublish | Request, reason: Error): void {
     const out = this.#actions();
@@ -210,7 +227,7 @@ export class Engine {
   }
 
   /** Stops the timer and the connection, and returns every caller still waiting. */
-  stop(): (OutgoingPublish | Request)[] {
+  stop(): (OutgoingPublish | Request | Pending)[] {
     this.#stopped = true;
     this.#clearTimer();
     const proto = this.#proto;
@@ -260,6 +277,9 @@ export class Engine {
         resolve?.(handshake);
       }
       // Closing reports back (onClose) as a new event: everything above is done.
+      if (out.authChallenge !== undefined && close === undefined && proto !== undefined) {
+        this.#challenge(out.authChallenge, proto);
+      }
       if (close !== undefined) proto?.close(close);
       else if (end && proto !== undefined) this.#endPolitely(proto);
       if (handshake?.kind === "connected" && proto !== undefined && !proto.isClosed) {
@@ -269,6 +289,40 @@ export class Engine {
       this.#depth--;
     }
     this.#probe?.afterEvent(this);
+  }
+
+  /**
+   * Asks the application (`auth.onChallenge`) to answer an AUTH challenge;
+   * its answer goes out on the same connection, if that is still open. No
+   * hook, a hook that throws or answers something other than bytes: the
+   * connection is closed with an error naming it.
+   */
+  #challenge(challenge: AuthChallenge, proto: MQTTProto): void {
+    const hook = this.#onAuthChallenge;
+    if (hook === undefined) {
+      proto.close(
+        new MQTTError("the broker sent an AUTH challenge, but auth.onChallenge is not set"),
+      );
+      return;
+    }
+    Promise.resolve().then(() => hook(challenge.data)).then(
+      (answer) => {
+        if (proto !== this.#proto || this.#stopped) return;
+        if (!(answer instanceof Uint8Array)) {
+          throw new TypeError("auth.onChallenge must return a Uint8Array");
+        }
+        const out = this.#actions();
+        this.state.onAuthAnswer(challenge.epoch, answer, this.#clock.now(), out);
+        this.#apply(out);
+      },
+    ).catch((error) => {
+      if (proto !== this.#proto) return;
+      proto.close(
+        new MQTTError(`authentication failed: auth.onChallenge: ${errorText(error)}`, {
+          cause: error,
+        }),
+      );
+    });
   }
 
   /** Hands the event's changes to the store; reports durability back as an event. */

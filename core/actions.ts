@@ -25,6 +25,14 @@ export type HandshakeOutcome =
   /** The broker answered with a refusal, or the attempt failed. */
   | { kind: "failed"; error: Error };
 
+/** An AUTH challenge (reason 0x18) from the broker, for the application to answer. */
+export interface AuthChallenge {
+  /** The broker's Authentication Data, if any. */
+  data: Uint8Array | undefined;
+  /** The connection the challenge came on. */
+  epoch: number;
+}
+
 /** A log line the state wants written. */
 export interface LogLine {
   /** Severity. */
@@ -64,6 +72,11 @@ export class Actions {
   readonly logs: LogLine[] = [];
   /** When the state must next hear from its timer (Infinity: nothing pending). */
   deadline = Infinity;
+  /**
+   * v5: the broker sent an AUTH challenge; the application's answer goes to
+   * the state with `epoch` (the connection it belongs to).
+   */
+  authChallenge: AuthChallenge | undefined = undefined;
 
   /** Empties everything for the next event. */
   reset(): void {
@@ -84,6 +97,7 @@ export class Actions {
     this.handshake = undefined;
     if (this.logs.length > 0) this.logs.length = 0;
     this.deadline = Infinity;
+    this.authChallenge = undefined;
   }
 
   /** Queues a frame. */

@@ -27,6 +27,8 @@ import {
   UP,
 } from "./_context.ts";
 import { packetFrame } from "./_frames.ts";
+import { Auth } from "./_auth.ts";
+import type { Pending } from "./actions.ts";
 import { Incoming } from "./_incoming.ts";
 import { Liveness } from "./_liveness.ts";
 import { Outgoing } from "./_outgoing.ts";
@@ -90,6 +92,7 @@ export class MqttState implements Context {
   readonly #outgoing: Outgoing;
   readonly #incoming: Incoming;
   readonly #requests: Requests;
+  readonly #auth: Auth;
   #seq = 0;
   #lastId = 0;
   #unflushed = 0;
@@ -114,6 +117,7 @@ export class MqttState implements Context {
     this.#outgoing = new Outgoing(this, this.#liveness, this.#window);
     this.#incoming = new Incoming(this);
     this.#requests = new Requests(this);
+    this.#auth = new Auth(this);
   }
 
   // ---- Context ------------------------------------------------------------------
@@ -258,6 +262,11 @@ export class MqttState implements Context {
 
   #onHandshakePacket(packet: Packet, now: number, out: Actions): void {
     if (packet.cmd === "connack") return this.#onConnack(packet, now, out);
+    if (packet.cmd === "auth" && this.config.protocolVersion === 5) {
+      this.#auth.packet(packet, out);
+      if (out.close !== undefined) this.#fail(out.close, out);
+      return;
+    }
     const error = new ProtocolError(`expected CONNACK from broker, got ${packet.cmd}`, {
       rule: "MQTT-3.2.0-1",
     });
@@ -364,6 +373,10 @@ export class MqttState implements Context {
       case "pingresp":
         this.#liveness.pingAnswered(now);
         break;
+      case "auth":
+        if (this.config.protocolVersion === 5) this.#auth.packet(packet, out);
+        else out.close = new ProtocolError("AUTH from broker is not part of MQTT 3.1.1");
+        break;
       case "disconnect":
         if (this.config.protocolVersion === 5) {
           this.#onServerDisconnect(packet, out);
@@ -397,6 +410,7 @@ export class MqttState implements Context {
     this.phase = DOWN;
     this.#liveness.down();
     this.#unflushed = 0;
+    this.#auth.down(error, out);
     void now;
     this.#finishEvent(out);
   }
@@ -469,6 +483,18 @@ export class MqttState implements Context {
     this.#finishEvent(out);
   }
 
+  /** The application answered the AUTH challenge of connection `epoch` with `data` (v5). */
+  onAuthAnswer(epoch: number, data: Uint8Array, now: number, out: Actions): void {
+    this.#auth.answer(epoch, data, now, out);
+    this.#finishEvent(out);
+  }
+
+  /** A re-authentication call (v5): AUTH with reason 0x19 and `data`. */
+  onReauthenticate(call: Pending, data: Uint8Array | undefined, now: number, out: Actions): void {
+    this.#auth.reauthenticate(call, data, now, out);
+    this.#finishEvent(out);
+  }
+
   /** A call's signal aborted. */
   onAbort(call: OutgoingPublish | Request, reason: Error, now: number, out: Actions): void {
     if (call instanceof OutgoingPublish) this.#outgoing.abort(call, reason, out);
@@ -513,8 +539,13 @@ export class MqttState implements Context {
   }
 
   /** Every caller still waiting, removed; the client rejects them as it shuts down. */
-  takeCallers(): (OutgoingPublish | Request)[] {
-    return [...this.#requests.takeCallers(), ...this.#outgoing.takeCallers()];
+  takeCallers(): (OutgoingPublish | Request | Pending)[] {
+    const reauth = this.#auth.takeCaller();
+    return [
+      ...this.#requests.takeCallers(),
+      ...this.#outgoing.takeCallers(),
+      ...(reauth ? [reauth] : []),
+    ];
   }
 
   // ---- helpers ---------------------------------------------------------------------
