@@ -20,7 +20,8 @@ import {
   type SignalOptions,
   type SubscribeOptions,
 } from "./client/_calls.ts";
-import { realClock } from "./core/clock.ts";
+import { Requester, type RequestOptions } from "./client/_requester.ts";
+import { type Clock, realClock } from "./core/clock.ts";
 import { OutgoingPublish, Request } from "./core/records.ts";
 import type { SessionConfig } from "./core/state.ts";
 import { ClientClosedError } from "./errors.ts";
@@ -29,6 +30,15 @@ import { type MQTTClientOptions, resolveSettings, type Settings } from "./option
 import { show, validateTopicFilter } from "./topic.ts";
 
 export type { PublishOptions, SignalOptions, SubscribeOptions } from "./client/_calls.ts";
+export type { RequestOptions } from "./client/_requester.ts";
+
+/** Options of {@linkcode MQTTClient.reauthenticate}. */
+export interface ReauthenticateOptions {
+  /** Authentication Data of the first AUTH. Default: `auth.data` from the options. */
+  data?: Uint8Array;
+  /** Aborting rejects the call (the exchange itself goes on). */
+  signal?: AbortSignal;
+}
 
 const encoder = new TextEncoder();
 
@@ -57,6 +67,8 @@ export class MQTTClient implements AsyncDisposable {
   readonly #engine: Engine;
   readonly #supervisor: Supervisor;
   readonly #dispatcher: Dispatcher;
+  #requester: Requester | undefined;
+  readonly #clock: Clock;
   #opened: Promise<void> | undefined; // the store, opened and restored once
   #started = false;
   #closed = false; // disconnect() was called
@@ -69,7 +81,7 @@ export class MQTTClient implements AsyncDisposable {
   constructor(options: MQTTClientOptions) {
     const s = this.#settings = resolveSettings(options);
     const world = worldOf(options);
-    const clock = world.clock ?? realClock;
+    const clock = this.#clock = world.clock ?? realClock;
     this.#dispatcher = new Dispatcher(s.logger);
     this.#engine = new Engine({
       session: sessionConfig(s),
@@ -80,6 +92,7 @@ export class MQTTClient implements AsyncDisposable {
       onLinkChange: (up, error) => this.#linkChanged(up, error),
       probe: world.engineProbe,
       store: s.store,
+      onAuthChallenge: s.auth?.onChallenge,
     });
     this.#dispatcher.onDone = (ticket) => this.#engine.delivered(ticket);
     this.#supervisor = new Supervisor(this.#engine, {
@@ -252,6 +265,78 @@ export class MQTTClient implements AsyncDisposable {
     return this.#call(request, options.signal, run) as Promise<void>;
   }
 
+  /**
+   * MQTT 5 request/response: publishes `payload` to `topic` with a Response
+   * Topic of this client's own (subscribed once, on first use) and fresh
+   * Correlation Data, and resolves with the reply, the message a responder
+   * publishes to that topic with the same correlation data. Concurrent
+   * requests each get their own reply; replies do not reach `onMessage`,
+   * `on()` or `messages()`. `signal` or `timeoutMs` end the wait (a late
+   * reply is dropped). A TypeError on a 3.1.1 client.
+   *
+   * @example
+   * ```ts ignore
+   * const reply = await client.request("svc/echo", "ping", { signal: AbortSignal.timeout(5000) });
+   * console.log(new TextDecoder().decode(reply.payload));
+   * // The responder:
+   * responder.on("svc/echo", (m) =>
+   *   responder.publish(m.properties!.responseTopic!, m.payload, {
+   *     properties: { correlationData: m.properties!.correlationData },
+   *   }));
+   * ```
+   */
+  request(
+    topic: string,
+    payload: string | Uint8Array,
+    options: RequestOptions = {},
+  ): Promise<Message> {
+    if (this.#closed) return Promise.reject(new ClientClosedError("client is disconnected"));
+    if (this.#settings.protocolVersion !== 5) {
+      return Promise.reject(
+        new TypeError("request() needs an MQTT 5 client (protocolVersion: 5)"),
+      );
+    }
+    if (this.#requester === undefined) {
+      const requester = this.#requester = new Requester({
+        clientId: this.clientId,
+        subscribe: (filter, options) => this.subscribe(filter, options),
+        publish: (topic, payload, options) => this.publish(topic, payload, options),
+        clock: this.#clock,
+      });
+      this.#dispatcher.intercept = requester.intercept;
+    }
+    return this.#requester.request(topic, payload, options);
+  }
+
+  /**
+   * MQTT 5 re-authentication (enhanced authentication, the `auth` option):
+   * sends AUTH with reason 0x19 on the live connection; the broker's
+   * challenges go to `auth.onChallenge` as during CONNECT. Resolves when the
+   * broker answers with success; a broker that refuses disconnects the
+   * client, and the call rejects with that `ServerDisconnectError`
+   * (its `reasonCode` says why). Rejects at once when not connected.
+   */
+  reauthenticate(options: ReauthenticateOptions = {}): Promise<void> {
+    if (this.#closed) return Promise.reject(new ClientClosedError("client is disconnected"));
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => reject(signal!.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const call = {
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject: (error: Error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      };
+      this.#engine.reauthenticate(call, options.data ?? this.#settings.auth?.data);
+    });
+  }
+
   /** Wires `call` to a promise (and its signal), then hands it to the engine. */
   #call(
     call: OutgoingPublish | Request,
@@ -308,6 +393,7 @@ export class MQTTClient implements AsyncDisposable {
         new ClientClosedError(`client was disconnected before the call completed${stored}`),
       );
     }
+    this.#requester?.close();
     this.#dispatcher.endIterators();
     await this.#engine.closeStore();
   }

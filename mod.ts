@@ -28,6 +28,8 @@
 export {
   MQTTClient,
   type PublishOptions,
+  type ReauthenticateOptions,
+  type RequestOptions,
   type SignalOptions,
   type SubscribeOptions,
 } from "./client.ts";

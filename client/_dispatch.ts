@@ -21,6 +21,8 @@ const RESUME_AT = 16;
 /** See the module doc. */
 export class Dispatcher {
   readonly sinks = new Set<Sink>();
+  /** Sees every message first; true takes it from the sinks (replies to client.request()). */
+  intercept: ((message: Message) => boolean) | undefined = undefined;
   readonly #logger: Logger;
   /** Told when the application is done with a message that carried a ticket. */
   onDone: (ticket: number) => void = () => {};
@@ -88,6 +90,7 @@ export class Dispatcher {
 
   /** Hands `message` to every matching sink; a Promise when some sink is not done yet. */
   #deliver(message: Message): Promise<unknown> | undefined {
+    if (this.intercept !== undefined && this.intercept(message)) return undefined;
     let pending: Promise<unknown>[] | undefined;
     for (const sink of this.sinks) {
       if (sink.filter !== undefined && !matchTopic(sink.filter, message.topic)) continue;
