@@ -39,6 +39,8 @@ export interface TappedFrame {
   type: number;
   /** `performance.now()` when the proxy read it. */
   at: number;
+  /** The frame's first bytes (up to 64: fixed header, and the variable header of small packets). */
+  head: Uint8Array;
 }
 
 /** Splits one direction's byte stream into frames, however reads cut it, and records each. */
@@ -64,7 +66,8 @@ class FrameTap {
       if (offset + i >= bytes.length || i > 4) break; // header incomplete (or garbage: stop)
       const total = 1 + i + remaining;
       if (offset + total > bytes.length) break;
-      this.out.push({ direction: this.direction, type: bytes[offset] >> 4, at });
+      const head = bytes.slice(offset, offset + Math.min(total, 64));
+      this.out.push({ direction: this.direction, type: bytes[offset] >> 4, at, head });
       offset += total;
     }
     this.#pending = bytes.slice(offset);
