@@ -13,7 +13,7 @@
  * connection is delivered again, flagged dup; the example shows and skips it.)
  * Every `onConnectionChange` transition is printed.
  *
- *     deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/flaky_network.ts
+ *     deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/flaky_network.ts
  *
  * Flags: `--outage ms` (default 1500), `-n messages` (default 6, half of
  * them published during the outage). The broker must be the embedded one:
@@ -30,7 +30,7 @@ import { FakeBroker } from "../testing.ts";
 import { errorText, intFlag, parseFlags, until, within } from "./_args.ts";
 
 const USAGE =
-  "usage: deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/flaky_network.ts [--outage ms] [-n messages]";
+  "usage: deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/flaky_network.ts [--outage ms] [-n messages]";
 
 const flags = parseFlags(Deno.args, { values: ["--outage", "-n"] }, USAGE);
 const outageMs = intFlag(flags, "--outage", 1500, 0, 600_000, USAGE);

@@ -6,11 +6,11 @@
  * Run it against a broker started in this process (no setup needed):
  *
  *     deno task demo
- *     deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/hello_world.ts
+ *     deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/hello_world.ts
  *
  * or against your own broker (widen --allow-net to its host):
  *
- *     deno run --allow-net --allow-env --allow-sys=hostname examples/hello_world.ts --server broker.local:1883
+ *     deno run --allow-net --allow-sys=hostname examples/hello_world.ts --server broker.local:1883
  *
  * Prints "publish 0" ... "publish 4" and, for each message received, its
  * topic, payload, retained flag and QoS; exits 0 once all 5 came back.
@@ -22,7 +22,7 @@ import { MQTTClient } from "../mod.ts";
 import { brokerFor, describe, errorText, intFlag, parseFlags, within } from "./_args.ts";
 
 const USAGE =
-  "usage: deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/hello_world.ts [--server host[:port]] [-n count]";
+  "usage: deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/hello_world.ts [--server host[:port]] [-n count]";
 const TOPIC = "test/mqtt_async";
 
 const flags = parseFlags(Deno.args, { values: ["--server", "-n"] }, USAGE);

@@ -5,8 +5,8 @@
  * iterator. The same program plays the sensors, publishing N readings, and
  * both the client and the broker are closed by `await using`.
  *
- *     deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/iterate.ts
- *     deno run --allow-net --allow-env --allow-sys=hostname examples/iterate.ts -n 100 --server broker.local
+ *     deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/iterate.ts
+ *     deno run --allow-net --allow-sys=hostname examples/iterate.ts -n 100 --server broker.local
  *
  * Flags: `-n count` (default 10), `--server host[:port]` (default: a broker
  * started in this process on 127.0.0.1).
@@ -18,7 +18,7 @@ import { MQTTClient } from "../mod.ts";
 import { brokerFor, describe, intFlag, parseFlags } from "./_args.ts";
 
 const USAGE =
-  "usage: deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/iterate.ts [-n count] [--server host[:port]]";
+  "usage: deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/iterate.ts [-n count] [--server host[:port]]";
 
 const flags = parseFlags(Deno.args, { values: ["-n", "--server"] }, USAGE);
 const count = intFlag(flags, "-n", 10, 1, 1_000_000, USAGE);

@@ -1,10 +1,10 @@
 /**
  * A tiny mosquitto_pub: connect, publish one message, disconnect.
  *
- *     deno run --allow-net --allow-env --allow-sys=hostname examples/pub.ts \
+ *     deno run --allow-net --allow-sys=hostname examples/pub.ts \
  *       -h broker.local -t sensors/kitchen/temp -m 21.5 -q 1 -r
  *     # TLS (add --allow-read for the files):
- *     deno run --allow-net --allow-env --allow-sys=hostname --allow-read examples/pub.ts \
+ *     deno run --allow-net --allow-sys=hostname --allow-read examples/pub.ts \
  *       -h broker.local --cafile ca.pem --cert client.pem --key client.key -t t -m hi
  *
  * Without `-h` there is no broker to talk to, so it starts a plain broker in
@@ -12,7 +12,7 @@
  * shows the message's round trip (defaults: `-t test/pub -m "hello from
  * pub.ts"`):
  *
- *     deno run --allow-net=127.0.0.1 --allow-env --allow-sys=hostname examples/pub.ts -q 1
+ *     deno run --allow-net=127.0.0.1 --allow-sys=hostname examples/pub.ts -q 1
  *
  * Flags: `-h host`, `-p port` (default 1883, 8883 with TLS), `-t topic`,
  * `-m message`, `-q 0|1`, `-r` (retain), `-u user`, `-P password`,
@@ -38,7 +38,7 @@ import {
   within,
 } from "./_args.ts";
 
-const USAGE = "usage: deno run --allow-net --allow-env --allow-sys=hostname examples/pub.ts " +
+const USAGE = "usage: deno run --allow-net --allow-sys=hostname examples/pub.ts " +
   "[-h host [-p port] [--cafile file] [--cert file --key file] [--tls-use-os-certs]] -t topic -m message " +
   "[-q 0|1] [-r] [-u user [-P password]] [-i clientId] [-d] [--help]";
 

@@ -5,8 +5,8 @@
  * in-flight window has room; the last one is `sync: true`, so when it
  * resolves the broker has all N, in order). Prints msgs/s for each.
  *
- *     deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/stream.ts
- *     deno run --allow-net --allow-env --allow-sys=hostname examples/stream.ts -n 50000 --server broker.local
+ *     deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/stream.ts
+ *     deno run --allow-net --allow-sys=hostname examples/stream.ts -n 50000 --server broker.local
  *
  * Flags: `-n count` (default 10000), `-s payload bytes` (default 64),
  * `--inflight window` (default 16), `--server host[:port]`.
@@ -22,7 +22,7 @@ import { MQTTClient } from "../mod.ts";
 import { brokerFor, describe, errorText, intFlag, parseFlags } from "./_args.ts";
 
 const USAGE =
-  "usage: deno run --allow-net=127.0.0.1,localhost --allow-env --allow-sys=hostname examples/stream.ts [-n count] [-s bytes] [--inflight window] [--server host[:port]]";
+  "usage: deno run --allow-net=127.0.0.1,localhost --allow-sys=hostname examples/stream.ts [-n count] [-s bytes] [--inflight window] [--server host[:port]]";
 const TOPIC = "test/stream";
 
 const flags = parseFlags(Deno.args, { values: ["-n", "-s", "--inflight", "--server"] }, USAGE);

@@ -2,10 +2,10 @@
  * A tiny mosquitto_sub: subscribe to one or more topic filters and print
  * every message, until `-C count` messages arrived or Ctrl-C.
  *
- *     deno run --allow-net --allow-env --allow-sys=hostname examples/sub.ts \
+ *     deno run --allow-net --allow-sys=hostname examples/sub.ts \
  *       -h broker.local -t 'sensors/#' -t 'cmd/+' -q 1 -v
  *     # TLS (add --allow-read for the files):
- *     deno run --allow-net --allow-env --allow-sys=hostname --allow-read examples/sub.ts \
+ *     deno run --allow-net --allow-sys=hostname --allow-read examples/sub.ts \
  *       -h broker.local --cafile ca.pem -t 'sensors/#'
  *
  * Without `-h` it starts a plain broker in this process (127.0.0.1, free
@@ -13,7 +13,7 @@
  * messages to itself, one per filter or `-C count` of them, then exits
  * (default filter `test/#`):
  *
- *     deno run --allow-net=127.0.0.1 --allow-env --allow-sys=hostname examples/sub.ts -v
+ *     deno run --allow-net=127.0.0.1 --allow-sys=hostname examples/sub.ts -v
  *
  * Flags: `-h host`, `-p port` (default 1883, 8883 with TLS), `-t filter`
  * (repeatable), `-q 0|1` (subscription QoS), `-v` (print "topic payload"),
@@ -40,7 +40,7 @@ import {
   usageError,
 } from "./_args.ts";
 
-const USAGE = "usage: deno run --allow-net --allow-env --allow-sys=hostname examples/sub.ts " +
+const USAGE = "usage: deno run --allow-net --allow-sys=hostname examples/sub.ts " +
   "[-h host [-p port] [--cafile file] [--cert file --key file] [--tls-use-os-certs]] -t filter [-t filter ...] " +
   "[-q 0|1] [-v] [-C count] [-u user [-P password]] [-i clientId] [-d] [--help]";
 

@@ -11,8 +11,8 @@ import { hasOpenssl, makePki, removePki } from "./pki.ts";
 
 const ROOT = new URL("../", import.meta.url);
 /** What the examples' headers document for the embedded broker. */
-const PERMS = ["--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-sys=hostname"];
-const EXAMPLES = ["hello_world", "stream", "pub", "sub", "flaky_network", "iterate"];
+const PERMS = ["--allow-net=127.0.0.1,localhost", "--allow-sys=hostname"];
+const EXAMPLES = ["hello_world", "stream", "pub", "sub", "flaky_network", "iterate", "outbox"];
 const KILL_AFTER_MS = 30_000;
 
 interface Run {
@@ -357,3 +357,119 @@ function tlsProxy(
     },
   };
 }
+
+// ---- outbox: the durable store ---------------------------------------------------
+
+/** The permissions outbox.ts documents, for the outbox directory `dir`. */
+function outboxPerms(dir: string): string[] {
+  return [...PERMS, `--allow-read=${dir}`, `--allow-write=${dir}`];
+}
+
+Deno.test("outbox without -h: readings queued during an outage survive a restart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt_async_outbox_" });
+  try {
+    const run = await example("outbox", ["--dir", dir, "-n", "6"], outboxPerms(dir));
+    assertSuccess(run);
+    for (const i of [3, 4, 5, 6]) {
+      assert.equal(
+        matching(run, new RegExp(`^queued reading ${i} while the broker is unreachable$`)).length,
+        1,
+        run.stdout,
+      );
+      assert.equal(
+        matching(run, new RegExp(`^  in the outbox: run \\S+ reading ${i}: `)).length,
+        1,
+        run.stdout,
+      );
+    }
+    assert.match(run.stdout, /^outbox .*: 4 reading\(s\) wait in the outbox$/m);
+    for (let i = 1; i <= 7; i++) {
+      assert.ok(
+        matching(run, new RegExp(`^monitor received run \\S+ reading ${i}: `)).length >= 1,
+        `reading ${i} never arrived\n${run.stdout}`,
+      );
+    }
+    assert.match(
+      run.stdout,
+      /^all 7 readings arrived, 4 of them from the outbox after the restart$/m,
+    );
+    // The outbox is empty afterwards: a second demo finds nothing from the first.
+    const again = await example("outbox", ["--dir", dir, "-n", "2"], outboxPerms(dir));
+    assertSuccess(again);
+    assert.match(again.stdout, /: 0 reading\(s\) from an earlier run$/m);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("outbox -h: after kill -9, the next run sends the outbox first, same ids, DUP", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt_async_outbox_" });
+  try {
+    // Run 1: a broker that takes the readings and never acknowledges them; killed.
+    const ids = new Map<string, number>(); // reading payload -> packet id
+    {
+      await using silent = await FakeBroker.start();
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-prompt",
+          ...outboxPerms(dir),
+          "examples/outbox.ts",
+          ...["-h", silent.hostname, "-p", String(silent.port), "--dir", dir, "-n", "3"],
+        ],
+        cwd: ROOT,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        const conn = await silent.accept({ timeoutMs: 20_000 });
+        await conn.handshake();
+        conn.autoPingresp();
+        await silent.waitFor(() => silent.framesOf("publish", "toBroker").length >= 3, {
+          timeoutMs: 10_000,
+          what: "3 readings (written only once durable)",
+        });
+      } finally {
+        child.kill("SIGKILL");
+        await child.status;
+      }
+      for (const f of silent.framesOf("publish", "toBroker")) {
+        const p = f.packet as { payload: Uint8Array; messageId?: number };
+        ids.set(new TextDecoder().decode(p.payload), p.messageId!);
+      }
+    }
+    assert.equal(ids.size, 3);
+
+    // Run 2: a working broker; the outbox goes first.
+    await using broker = await FakeBroker.start({ mode: "broker" });
+    const run = await example(
+      "outbox",
+      ["-h", broker.hostname, "-p", String(broker.port), "--dir", dir, "-n", "2"],
+      outboxPerms(dir),
+    );
+    assertSuccess(run);
+    assert.match(run.stdout, /: 3 reading\(s\) from an earlier run, to be sent first$/m);
+    assert.deepEqual(
+      matching(run, /^ {2}in the outbox: /).map((l) => l.replace("  in the outbox: ", "")),
+      [...ids.keys()],
+    );
+    assert.match(run.stdout, /^all 2 readings delivered; the outbox is empty$/m);
+    const sent = broker.framesOf("publish", "toBroker").map((f) => {
+      const p = f.packet as { payload: Uint8Array; messageId?: number; dup: boolean };
+      return { text: new TextDecoder().decode(p.payload), id: p.messageId, dup: p.dup };
+    });
+    assert.equal(sent.length, 5, JSON.stringify(sent));
+    assert.deepEqual(
+      sent.slice(0, 3),
+      [...ids].map(([text, id]) => ({ text, id, dup: true })),
+      "the killed run's readings, re-sent first with their ids and DUP",
+    );
+    assert.deepEqual(sent.slice(3).map((s) => [/ reading (\d):/.exec(s.text)?.[1], s.dup]), [
+      ["1", false],
+      ["2", false],
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
