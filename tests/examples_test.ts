@@ -298,6 +298,8 @@ Deno.test("bad flag values exit 2 with the usage line", async () => {
       ["pub", ["-h", "127.0.0.1"]], // -t and -m are required with -h
       ["sub", ["-C", "0"]],
       ["iterate", ["-n"]],
+      ["outbox", ["--wait", "never"]],
+      ["outbox", ["-q", "1"]], // always QoS 1
     ] as const
   ) {
     const run = await example(name, [...flags]);
