@@ -82,7 +82,10 @@ export interface AuthOptions {
   data?: Uint8Array;
   /**
    * Answers the broker's AUTH challenge (reason 0x18) with the next
-   * authentication data. Absent: a challenge fails the connection.
+   * authentication data; called for every challenge, while connecting and
+   * during `client.reauthenticate()`. Absent: a challenge fails the
+   * connection. A hook that throws (or rejects) closes the connection, and
+   * `connect()` rejects with an error naming it.
    */
   onChallenge?: (data: Uint8Array | undefined) => Uint8Array | Promise<Uint8Array>;
 }
