@@ -44,7 +44,7 @@ const scenario = sides.B.SCENARIOS.find((s) => s.id === scenarioId);
 if (!scenario) throw new TypeError(`no scenario ${scenarioId} in ${dirB}`);
 const n = Number(flag("n") ?? scenario.n);
 
-const broker = await startBroker({ defaultTcp: scenario.defaultTcp });
+const broker = await startBroker({ nodelay: scenario.broker === "nodelay" });
 const results: Record<"A" | "B", RunResult[]> = { A: [], B: [] };
 try {
   for (let round = 0; round < rounds; round++) {

@@ -3,8 +3,10 @@
  * by measurement. Default: 100 B messages through a proxy adding 10 ms each
  * way (20 ms RTT). One process per run, the values interleaved over rounds.
  *
- *   deno run -A bench/inflight_sweep.ts [--delay=10] [--n=5000] [--rounds=2]
+ *   deno run -A bench/inflight_sweep.ts [--delay=10] [--rate=0] [--n=5000] [--rounds=2]
  *     [--values=16,32,64,128,256] [--size=100]
+ *
+ * `--rate` caps the delay line's bandwidth (Mbit/s each way; 0: none).
  *
  * @module
  */
@@ -12,11 +14,12 @@ import { CLIENTS, runCell, SCENARIOS, startBroker } from "./lib.ts";
 
 const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const delayMs = Number(arg("delay") ?? 10);
+const rateMbit = Number(arg("rate") ?? 0);
 const n = Number(arg("n") ?? 5000);
 const rounds = Number(arg("rounds") ?? 2);
 const size = Number(arg("size") ?? 100);
 const values = (arg("values") ?? "16,32,64,128,256").split(",").map(Number);
-const scenario = { ...SCENARIOS.find((s) => s.id === "stream-100B")!, delayMs, size };
+const scenario = { ...SCENARIOS.find((s) => s.id === "stream-100B")!, delayMs, rateMbit, size };
 const ours = CLIENTS.find((c) => c.id === "ours")!;
 
 const broker = await startBroker();
@@ -32,7 +35,10 @@ try {
 } finally {
   await broker.close();
 }
-console.log(`QoS 1 stream, ${size} B × ${n}, RTT ≈ ${2 * delayMs} ms, median of ${rounds}\n`);
+const link = rateMbit > 0 ? `, ${rateMbit} Mbit/s` : "";
+console.log(
+  `QoS 1 stream, ${size} B × ${n}, RTT ≈ ${2 * delayMs} ms${link}, median of ${rounds}\n`,
+);
 console.log("| maxInflight | msgs/s | msgs/s per in-flight slot |\n| ---: | ---: | ---: |");
 for (const [v, list] of rates) {
   const sorted = [...list].sort((a, b) => a - b);

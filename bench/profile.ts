@@ -5,6 +5,8 @@
  *
  *   deno run -A bench/profile.ts [--scenario=stream-100B] [--n=200000] [--top=30]
  *
+ * Any scenario of lib.ts works, inbound ones too (the raw publisher is not profiled).
+ *
  * @module
  */
 import { CLIENTS, runCell, SCENARIOS, startBroker } from "./lib.ts";
@@ -16,7 +18,7 @@ if (!scenario) throw new Error(`no scenario ${arg("scenario")}`);
 const n = Number(arg("n") ?? 200_000);
 const top = Number(arg("top") ?? 30);
 const dir = await Deno.makeTempDir({ prefix: "mqtt_async_prof_" });
-const broker = await startBroker();
+const broker = await startBroker({ nodelay: scenario.broker === "nodelay" });
 try {
   const result = await runCell(broker, scenario, CLIENTS.find((c) => c.id === "ours")!, {
     n,

@@ -8,8 +8,13 @@
 
 /** What the orchestrator asks a client to do. */
 export interface ClientConfig {
-  /** "qos0" | "sync" | "stream" | "replay". */
-  kind: "qos0" | "sync" | "stream" | "replay";
+  /**
+   * "qos0" | "sync" | "stream" | "replay" publish; "inbound" subscribes to
+   * `topic` at `qos` and counts `n` arrivals (another process publishes).
+   */
+  kind: "qos0" | "sync" | "stream" | "replay" | "inbound";
+  /** QoS of "stream" (1 or 2, default 1) and "inbound" (0 or 1). */
+  qos?: 0 | 1 | 2;
   /** Messages to publish. */
   n: number;
   /** Payload bytes. */
@@ -20,6 +25,10 @@ export interface ClientConfig {
   clientId: string;
   /** Our client only: its maxInflight (default: the library's). */
   maxInflight?: number;
+  /** Our client only: "file" for a FileStore in a temp dir (default: the memory store). */
+  store?: "memory" | "file";
+  /** Our client only, "inbound": count in `onMessage` ("handler", default) or a `messages()` loop ("iter"). */
+  mode?: "handler" | "iter";
 }
 
 /** The parsed JSON config from the first argument. */

@@ -68,12 +68,24 @@ export async function run(mqtt, cfg) {
     protocolVersion: 4,
   });
   await once(client, "connect");
+  // "inbound": subscribed before "ready"; every arrival counts.
+  let received = 0;
+  let tFirst = 0;
+  const arrived = new Promise((resolve) => {
+    if (cfg.kind !== "inbound") return;
+    client.on("message", () => {
+      if (received++ === 0) tFirst = epochMs();
+      if (received === cfg.n) resolve(epochMs());
+    });
+  });
+  if (cfg.kind === "inbound") await client.subscribeAsync(cfg.topic, { qos: cfg.qos ?? 0 });
   const idleRssKb = statusKb("VmRSS");
   emit({ type: "ready", idleRssKb });
   await waitFor("go");
   const cpu0 = cpuUs();
   const { n, topic } = cfg;
   let t0 = epochMs();
+  let t1;
   switch (cfg.kind) {
     case "qos0":
       // Fired all at once, every QoS 0 callback past the socket's high-water mark becomes a
@@ -85,7 +97,11 @@ export async function run(mqtt, cfg) {
       for (let i = 0; i < n; i++) await client.publishAsync(topic, payload, { qos: 1 });
       break;
     case "stream":
-      await publishAll(client, topic, payload, n, 1);
+      await publishAll(client, topic, payload, n, cfg.qos === 2 ? 2 : 1);
+      break;
+    case "inbound":
+      t1 = await arrived;
+      t0 = tFirst;
       break;
     case "replay": {
       // The orchestrator has cut the link and refuses connections.
@@ -107,7 +123,7 @@ export async function run(mqtt, cfg) {
       break;
     }
   }
-  const t1 = epochMs();
+  t1 ??= epochMs();
   const cpu1 = cpuUs();
   emit({ type: "result", t0, t1, cpuUs: cpu1 - cpu0, idleRssKb, peakRssKb: statusKb("VmHWM") });
   if (cfg.kind !== "qos0") await new Promise((resolve) => client.end(false, {}, resolve));

@@ -3,21 +3,54 @@
  *
  * @module
  */
-import { MQTTClient, silentLogger } from "../../mod.ts";
+import { FileStore, MQTTClient, silentLogger } from "../../mod.ts";
 import { config, emit, epochMs, measure } from "./common.ts";
 
 const cfg = config();
 const payload = new Uint8Array(cfg.size).fill(0x78);
 let onChange: ((up: boolean) => void) | undefined;
+
+// "inbound": every arrival counts; the n-th one ends the timed section.
+let received = 0;
+let tFirst = 0;
+let allReceived: ((t: number) => void) | undefined;
+const arrived = new Promise<number>((resolve) => allReceived = resolve);
+function count(): void {
+  if (received++ === 0) tFirst = epochMs();
+  if (received === cfg.n) allReceived!(epochMs());
+}
+const inboundHandler = cfg.kind === "inbound" && (cfg.mode ?? "handler") === "handler";
+
+const storeDir = cfg.store === "file"
+  ? await Deno.makeTempDir({ prefix: "mqtt-bench-store-" })
+  : undefined;
+const store = storeDir ? new FileStore(storeDir) : undefined;
 const client = new MQTTClient({
   server: cfg.host,
   port: cfg.port,
   clientId: cfg.clientId,
   logger: silentLogger,
   ...(cfg.maxInflight ? { maxInflight: cfg.maxInflight } : {}),
+  ...(store ? { store } : {}),
+  ...(inboundHandler ? { onMessage: count } : {}),
   onConnectionChange: (up) => onChange?.(up),
 });
 await client.connect();
+
+let iterate: (() => Promise<void>) | undefined;
+if (cfg.kind === "inbound") {
+  if (!inboundHandler) {
+    // Made before the subscription, so that no arrival is missed.
+    const messages = client.messages(cfg.topic);
+    iterate = async () => {
+      for await (const _m of messages) {
+        count();
+        if (received === cfg.n) break;
+      }
+    };
+  }
+  await client.subscribe(cfg.topic, (cfg.qos ?? 0) as 0 | 1 | 2);
+}
 
 /** Resolves with the time of the next connection change to `up`. */
 function nextChange(up: boolean): Promise<number> {
@@ -43,12 +76,14 @@ await measure(async () => {
       return { t0, t1: epochMs() };
     }
     case "stream": {
+      const qos = cfg.qos === 2 ? 2 : 1;
       const t0 = epochMs();
       for (let i = 0; i < n - 1; i++) {
-        await client.publish(topic, payload, { qos: 1, sync: false });
+        await client.publish(topic, payload, { qos, sync: false });
       }
-      await client.publish(topic, payload, { qos: 1, sync: true });
-      return { t0, t1: epochMs() };
+      await client.publish(topic, payload, { qos, sync: true });
+      const t1 = epochMs();
+      return { t0, t1, extra: store ? { store: { ...store.stats } } : undefined };
     }
     case "replay": {
       // The orchestrator has cut the link and refuses connections.
@@ -61,6 +96,13 @@ await measure(async () => {
       await Promise.all(acks);
       return { t0, t1: epochMs() };
     }
+    case "inbound": {
+      const iterating = iterate?.();
+      const t1 = await arrived;
+      await iterating;
+      return { t0: tFirst, t1 };
+    }
   }
 });
 if (cfg.kind !== "qos0") await client.disconnect();
+if (storeDir) await Deno.remove(storeDir, { recursive: true });

@@ -1,12 +1,22 @@
 /**
  * Benchmark client: the raw limit. No MQTT library: frames are pre-encoded
  * before the clock starts, written in large batches on `Deno.connect`, and
- * PUBACKs are counted as they come back.
+ * PUBACKs are counted as they come back. As "inbound" it is the raw
+ * subscriber: it counts PUBLISH frames and answers QoS 1 ones with one write
+ * of PUBACKs per read. It also serves as the publisher feeding the inbound
+ * scenarios.
  *
  * @module
  */
 import { config, emit, epochMs, measure } from "./common.ts";
-import { mqttConnect, publishFrame, readFrames, writeAll } from "./wire.ts";
+import {
+  mqttConnect,
+  pubackFor,
+  publishFrame,
+  readFrames,
+  subscribeFrame,
+  writeAll,
+} from "./wire.ts";
 
 const cfg = config();
 const { n, topic } = cfg;
@@ -76,7 +86,41 @@ const batches = cfg.kind === "qos0" || cfg.kind === "stream" ? encodeBatches() :
 const frames = cfg.kind === "sync"
   ? Array.from({ length: n }, (_, i) => publishFrame(topic, payload, 1, i % 65_535 + 1))
   : [];
+/** The raw subscriber: SUBACK before "ready", then n arrivals timed from the first. */
+async function subscribed(): Promise<() => Promise<{ t0: number; t1: number }>> {
+  const qos = cfg.qos === 1 ? 1 : 0;
+  let received = 0, tFirst = 0, tLast = 0;
+  let acks: Uint8Array[] = [];
+  let onSuback: () => void;
+  const suback = new Promise<void>((resolve) => onSuback = resolve);
+  let onAll: () => void;
+  const all = new Promise<void>((resolve) => onAll = resolve);
+  const ended = readFrames(conn, (type, frame) => {
+    if (type === 9) return onSuback();
+    if (type !== 3) return;
+    if (qos) acks.push(pubackFor(frame));
+    tLast = epochMs();
+    if (received++ === 0) tFirst = tLast;
+    if (received === n) onAll();
+  }, async () => {
+    if (acks.length === 0) return;
+    const out = new Uint8Array(acks.length * 4);
+    acks.forEach((a, i) => out.set(a, i * 4));
+    acks = [];
+    await writeAll(conn, out);
+  });
+  await writeAll(conn, subscribeFrame(topic, qos));
+  await suback;
+  return async () => {
+    await Promise.race([all, ended]);
+    if (received < n) throw new Error(`connection ended after ${received} of ${n}`);
+    return { t0: tFirst, t1: tLast };
+  };
+}
+const inbound = cfg.kind === "inbound" ? await subscribed() : undefined;
+
 await measure(async () => {
+  if (inbound) return await inbound();
   if (cfg.kind === "sync") {
     const acks = ackCounter(conn);
     const t0 = epochMs();

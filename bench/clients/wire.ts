@@ -58,13 +58,24 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
+/** PUBACK for the QoS 1 PUBLISH `frame` (as readFrames hands it over). */
+export function pubackFor(frame: Uint8Array): Uint8Array {
+  let p = 1;
+  while (frame[p] & 0x80) p++;
+  p++; // past the remaining length
+  const idAt = p + 2 + ((frame[p] << 8) | frame[p + 1]);
+  return new Uint8Array([0x40, 2, frame[idAt], frame[idAt + 1]]);
+}
+
 /**
  * Reads `conn` and calls `onFrame(type, frame)` per complete frame (type is
- * the high nibble of the first byte). Resolves when the connection ends.
+ * the high nibble of the first byte), and `onRead()` after the frames of each
+ * read. Resolves when the connection ends.
  */
 export async function readFrames(
   conn: Deno.Conn,
   onFrame: (type: number, bytes: Uint8Array) => void,
+  onRead?: () => void | Promise<void>,
 ): Promise<void> {
   const buffer = new Uint8Array(256 * 1024);
   let pending = new Uint8Array(0);
@@ -102,6 +113,7 @@ export async function readFrames(
       offset += total;
     }
     pending = bytes.slice(offset);
+    if (onRead) await onRead();
   }
 }
 
