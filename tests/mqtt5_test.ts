@@ -135,6 +135,26 @@ Deno.test("aliases: none without the broker's Topic Alias Maximum", async () => 
   }
 });
 
+Deno.test("aliases: a publish refused for its size sets no alias", async () => {
+  await using broker = await FakeBroker.start();
+  const { client, conn } = await v5Connected(broker, {
+    topicAliasMaximum: 4,
+    maximumPacketSize: 100,
+  });
+  try {
+    conn.autoAck();
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(client.publish("big/t", new Uint8Array(200), { qos: 1 }), RangeError);
+    }
+    await client.publish("big/t", "small", { qos: 1 });
+    await client.publish("big/t", "small", { qos: 1 });
+    const seen = [wire(await conn.expect("publish")), wire(await conn.expect("publish"))];
+    assert.deepEqual(seen, ["big/t|1", "|1"], "the alias is set by a PUBLISH that went out");
+  } finally {
+    await client.disconnect();
+  }
+});
+
 Deno.test("aliases: forgotten on a new connection; re-sends carry their topic", async () => {
   await using broker = await FakeBroker.start();
   const { client, conn } = await v5Connected(broker, { topicAliasMaximum: 5 });
