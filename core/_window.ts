@@ -6,13 +6,30 @@
  * messages in flight (and so few duplicates after a cut). maxInflight is the
  * ceiling; a broker's Receive Maximum caps it further.
  *
+ * Not every late acknowledgement is queueing. A broker running Nagle's
+ * algorithm (mosquitto as shipped) holds a PUBACK while its previous packet
+ * is un-ACKed, and our TCP ACK of that packet reaches it a round trip after
+ * it was sent: a hold of up to one round trip that no smaller window
+ * shortens. So a delay up to the smallest round trip (at least
+ * {@linkcode QUEUE_ALLOWANCE_MS}) above that round trip counts as none; on
+ * loopback that is the 1 ms allowance, as before, and a 20 ms link may see
+ * 40 ms round trips without shrinking. Queueing grows with the window; a
+ * hold does not.
+ *
+ * A connection starts at {@linkcode INITIAL_WINDOW} and, until the first
+ * sign of queueing, grows {@linkcode STARTUP_GROWTH}-fold per round trip
+ * (doubling after that): a 100 ms link needs thousands in flight, and
+ * doubling from 64 would take most of a second to get there.
+ *
  * @module
  */
 
 /** The window a connection starts with (or maxInflight, if smaller). */
 export const INITIAL_WINDOW = 64;
-/** Acknowledgement delay above the smallest seen that counts as queueing, ms. */
-const QUEUE_ALLOWANCE_MS = 1;
+/** The least acknowledgement delay above the smallest seen that counts as queueing, ms. */
+export const QUEUE_ALLOWANCE_MS = 1;
+/** How much the window may grow per round trip before the first sign of queueing. */
+export const STARTUP_GROWTH = 8;
 /** How long the smallest round trip seen stays the reference, ms. */
 const MIN_RTT_EPOCH_MS = 10_000;
 
@@ -24,6 +41,8 @@ export class AdaptiveWindow {
   #minRtt = Infinity;
   #epochMinRtt = Infinity;
   #epochEnd = 0;
+  /** No sign of queueing on this connection yet: grow faster. */
+  #starting = true;
   /** The last publish filled the window: the sender is waiting on it. */
   limited = false;
 
@@ -56,6 +75,7 @@ export class AdaptiveWindow {
     this.#minRtt = Infinity;
     this.#epochMinRtt = Infinity;
     this.#epochEnd = now + MIN_RTT_EPOCH_MS;
+    this.#starting = true;
     this.limited = false;
   }
 
@@ -77,19 +97,23 @@ export class AdaptiveWindow {
     if (rtt < this.#minRtt) this.#minRtt = rtt;
     // The window that would keep two round trips' worth of the emptiest link in
     // flight at the rate this window achieves: twice the window while ACKs come
-    // back as fast as ever, less once they queue (after a small allowance for
-    // scheduling noise). Each ACK moves the window 1/window of the way, so it
-    // changes by at most a factor of two per round trip, without overshoot.
-    const effectiveRtt = Math.max(this.#minRtt, rtt - QUEUE_ALLOWANCE_MS);
+    // back as fast as ever, less once they queue (after an allowance for a
+    // Nagle hold, see the module doc, or scheduling noise). Each ACK moves the
+    // window 1/window of the way, so it changes by at most a factor of two per
+    // round trip, without overshoot (STARTUP_GROWTH while starting).
+    const minRtt = this.#minRtt;
+    const allowance = minRtt > QUEUE_ALLOWANCE_MS ? minRtt : QUEUE_ALLOWANCE_MS;
+    const effectiveRtt = Math.max(minRtt, rtt - allowance);
+    const window = this.#window;
     // A round trip of 0 (a virtual clock, or a timer that did not tick) is
     // no queueing at all: without this guard 0/0 made the window NaN, and a
     // NaN window never fills.
-    const target = effectiveRtt > 0
-      ? (2 * this.#window * this.#minRtt) / effectiveRtt
-      : 2 * this.#window;
-    if (target > this.#window && !this.limited) return; // no need to grow
+    const target = effectiveRtt > 0 ? (2 * window * minRtt) / effectiveRtt : 2 * window;
+    if (target < window) this.#starting = false;
+    else if (!this.limited) return; // no need to grow
+    const step = (target - window) / window;
+    const next = window + (this.#starting ? (STARTUP_GROWTH - 1) * step : step);
     const floor = Math.max(Math.min(INITIAL_WINDOW, this.#cap), occupied);
-    const next = this.#window + (target - this.#window) / this.#window;
     this.#window = Math.min(this.#cap, Math.max(floor, next));
   }
 }

@@ -1,0 +1,75 @@
+/**
+ * The adaptive window and the nudge, alone: what a Nagle broker's holds and a
+ * long round trip do to them.
+ *
+ * @module
+ */
+import * as assert from "node:assert/strict";
+import { AdaptiveWindow, INITIAL_WINDOW } from "../core/_window.ts";
+import { Liveness, MAX_ACK_PAUSE_MS, MAX_NUDGES } from "../core/_liveness.ts";
+
+/** One round trip of a full window: every ACK `rtt(i)` ms after its publish. */
+function round(w: AdaptiveWindow, now: number, rtt: (i: number) => number): number {
+  const size = w.size;
+  w.limited = true;
+  for (let i = 0; i < size; i++) w.sample(rtt(i), now + rtt(i), size - i - 1);
+  return now + rtt(size - 1);
+}
+
+Deno.test("a Nagle hold of up to a round trip is not queueing: the window still grows", () => {
+  const w = new AdaptiveWindow(8192);
+  w.reset(0);
+  let now = 0;
+  // 20 ms link; the broker sends the first PUBACK at once and holds the rest
+  // until our ACK of it arrives, a round trip later.
+  for (let r = 0; r < 12; r++) now = round(w, now, (i) => (i === 0 ? 20 : 40));
+  assert.equal(w.size, 8192);
+});
+
+Deno.test("a 100 ms link: from 64 to 8 192 in flight within four round trips", () => {
+  const w = new AdaptiveWindow(8192);
+  w.reset(0);
+  assert.equal(w.size, INITIAL_WINDOW);
+  let now = 0;
+  for (let r = 0; r < 4; r++) now = round(w, now, () => 100);
+  assert.equal(w.size, 8192);
+});
+
+Deno.test("queueing still shrinks the window, on loopback and on a slow link", () => {
+  // Loopback: a broker that answers one message per 0.05 ms.
+  const fast = new AdaptiveWindow(8192);
+  fast.reset(0);
+  let now = 0;
+  for (let r = 0; r < 30; r++) now = round(fast, now, (i) => 0.05 * (i + 1));
+  assert.ok(fast.size <= 2 * INITIAL_WINDOW, `loopback window ${fast.size}`);
+  // 20 ms link behind a 2 000 msgs/s bottleneck: the round trip grows with the window.
+  const slow = new AdaptiveWindow(8192);
+  slow.reset(0);
+  now = 0;
+  for (let r = 0; r < 30; r++) now = round(slow, now, (i) => 20 + i / 2);
+  // 2 000 msgs/s × 20 ms = 40 in flight fill the link; a few round trips' worth queue, not thousands.
+  assert.ok(slow.size <= 256, `bottleneck window ${slow.size}`);
+});
+
+Deno.test("the nudge comes at any round trip, after at most 32 ms of silence, and stops after a few", () => {
+  const l = new Liveness(0, 10_000);
+  l.connecting(0);
+  l.connected(10);
+  l.wrote(20);
+  l.heard(100); // a PUBACK; more are due (outstanding 5), and the window has room
+  assert.equal(l.nudgeAt(5, false, 1), 102, "1 ms link: two round trips");
+  assert.equal(l.nudgeAt(5, false, 100), 100 + MAX_ACK_PAUSE_MS, "100 ms link: 32 ms");
+  assert.equal(l.nudgeAt(5, true, 100), 100, "window full: at once");
+  let now = 100;
+  let pings = 0;
+  for (; pings < 20; pings++) {
+    const at = l.nudgeAt(5, false, 100);
+    if (at === Infinity) break;
+    now = at;
+    l.pinged(now);
+    l.pingAnswered(now + 100);
+  }
+  assert.equal(pings, MAX_NUDGES);
+  l.acked();
+  assert.notEqual(l.nudgeAt(5, false, 100), Infinity, "a PUBACK starts them over");
+});
