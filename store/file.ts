@@ -458,7 +458,10 @@ export class FileStore implements SessionStore {
       }
       await this.#flushing;
       await this.#compacting;
-      // Appended while waiting? Commit that too; from here on nothing awaits.
+      // Appended, or a write or a compaction started, while waiting? Wait for
+      // that too: no compaction may go on touching files after the close.
+      // From here on nothing awaits.
+      if (this.#flushing !== undefined || this.#compacting !== undefined) continue;
       if (this.#broken || this.#appended <= this.#durable) break;
     }
     failure ??= this.#broken;
@@ -629,6 +632,7 @@ export class FileStore implements SessionStore {
    * it (a later one replaces an earlier one waiting: it covers more).
    */
   #compact(number: number): void {
+    if (this.#broken) return;
     const parts: Uint8Array[] = [];
     let total = 0;
     for (const live of this.#puts.values()) {
@@ -644,25 +648,32 @@ export class FileStore implements SessionStore {
     const end = encodeEnd(parts.length);
     parts.push(end);
     total += end.length;
-    if (this.#compacting !== undefined) {
-      this.#queued = { number, parts, total };
-      return;
-    }
-    const run = async (job: { number: number; parts: Uint8Array[]; total: number }) => {
-      for (let next: typeof job | undefined = job; next !== undefined;) {
-        await this.#writeSnapshot(next.number, next.parts, next.total);
-        next = this.#broken ? undefined : this.#queued;
+    this.#queued = { number, parts, total };
+    // One loop at a time takes the jobs. It looks for a waiting job and stops
+    // in the same step (no await in between), so a job queued here is either
+    // seen by the loop under way or starts a new one: it is never left behind
+    // to run after a newer snapshot (which it would replace and delete).
+    this.#compacting ??= this.#compactions();
+  }
+
+  /** Writes the snapshot waiting, then any queued meanwhile, until none waits. */
+  async #compactions(): Promise<void> {
+    try {
+      for (let job = this.#queued; job !== undefined && !this.#broken; job = this.#queued) {
         this.#queued = undefined;
+        await this.#writeSnapshot(job.number, job.parts, job.total);
       }
-    };
-    this.#compacting = run({ number, parts, total }).finally(() => {
+    } finally {
+      this.#queued = undefined;
       this.#compacting = undefined;
-    });
+    }
   }
 
   async #writeSnapshot(number: number, parts: Uint8Array[], total: number): Promise<void> {
     const path = this.#snapPath(number);
     const tmp = `${path}.tmp`;
+    // Never replace a snapshot with an older one: the segments between them are gone.
+    if (number <= this.#base) return;
     try {
       const bytes = concat(encodeHeader(SNAPSHOT_FILE, number, this.#clientId), parts, total);
       const file = await Deno.open(tmp, { write: true, create: true, truncate: true });

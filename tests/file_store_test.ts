@@ -509,6 +509,76 @@ Deno.test("FileStore: a crash at any step of a compaction recovers the same sess
   });
 });
 
+Deno.test("FileStore: a roll just as a compaction ends never brings back an older snapshot", async () => {
+  // A compaction ends with the deletion of what its snapshot replaced. A roll
+  // right after that last deletion (sweeping it over the microtasks that
+  // follow) asks for the next compaction. That request must run, or be
+  // dropped; it must never wait to run after a newer snapshot, which it would
+  // then replace, deleting the newer one whose segments are gone already.
+  const realRemove = Deno.remove;
+  for (let delay = 0; delay < 16; delay++) {
+    await withDir(async (dir) => {
+      const options = { segmentSize: 4096 };
+      const clientDir = `${dir}/${CLIENT_DIR}`;
+      const ops: StoreOp[] = [];
+      const store = new FileStore(dir, options);
+      await store.open(CLIENT);
+      let id = 0;
+      // A record as large as a segment, gone at once: each one rolls, and
+      // every roll finds the finished segments worth compacting.
+      const big = () => {
+        id++;
+        const more: StoreOp[] = [put(id, 4000), { op: "delete", id }];
+        ops.push(...more);
+        store.append(more);
+        return store.commit();
+      };
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => release = resolve);
+      let rolled: Promise<void> | undefined;
+      try {
+        Deno.remove = (path: string | URL, opts?: Deno.RemoveOptions) => {
+          if (String(path) !== `${clientDir}/000000000001.log` || rolled !== undefined) {
+            return realRemove(path, opts);
+          }
+          // The first compaction's last step, segment 1 going, held until no
+          // commit is in flight; then the roll, `delay` microtasks after it.
+          const done = gate.then(() => realRemove(path, opts));
+          rolled = done.then(async () => {
+            for (let i = 0; i < delay; i++) await null;
+            await big(); // rolls segment 2 and asks for its compaction
+          });
+          return done;
+        };
+        await big(); // segment 1
+        await big(); // rolls: compacts segment 1 in the background
+        assert.equal(store.stats.rolls, 1);
+        for (let i = 0; rolled === undefined; i++) {
+          assert.ok(i < 10_000, "the compaction of segment 1 gets to its end");
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        release();
+        await rolled;
+        assert.equal(store.stats.rolls, 2);
+      } finally {
+        Deno.remove = realRemove;
+        release();
+      }
+      await big(); // rolls segment 3 and compacts it
+      const keep = put(60_000, 10);
+      ops.push(keep);
+      store.append([keep]);
+      await store.close();
+      assert.equal(store.stats.rolls, 3);
+      assert.equal(store.stats.compactionErrors, 0);
+      const { session, recovery } = await reopen(dir, options);
+      assert.deepEqual(session, imageOf(ops).session(), `delay ${delay}`);
+      assert.deepEqual(recovery.corrupt, [], `delay ${delay}`);
+      assert.equal(recovery.snapshot, 3, `delay ${delay}: the newest snapshot`);
+    });
+  }
+});
+
 Deno.test("FileStore: concurrent commits share writes and syncs (group commit)", async () => {
   await withDir(async (dir) => {
     const store = new FileStore(dir);
