@@ -70,6 +70,11 @@ export class MQTTClient implements AsyncDisposable {
   #requester: Requester | undefined;
   readonly #clock: Clock;
   #opened: Promise<void> | undefined; // the store, opened and restored once
+  /**
+   * Calls made before the store was opened and its session restored: they
+   * wait here, in call order, so none takes a packet id the store still holds.
+   */
+  #early: { call: OutgoingPublish | Request; run: () => void }[] | undefined = [];
   #started = false;
   #closed = false; // disconnect() was called
 
@@ -183,7 +188,11 @@ export class MQTTClient implements AsyncDisposable {
 
   /** Opens the store once and loads what it kept; a failed open is tried again next time. */
   #open(): Promise<void> {
-    this.#opened ??= this.#engine.openStore(this.#settings.clientId).catch((error) => {
+    this.#opened ??= this.#engine.openStore(this.#settings.clientId).then(() => {
+      const early = this.#early ?? [];
+      this.#early = undefined;
+      for (const { run } of early) run();
+    }, (error) => {
       this.#opened = undefined;
       throw new Error(`cannot open the session store: ${errorText(error)}`, { cause: error });
     });
@@ -351,7 +360,15 @@ export class MQTTClient implements AsyncDisposable {
       } else {
         // Still queued: withdrawn, never sent. Already written: not taken
         // back, but the caller stops waiting.
-        const onAbort = () => this.#engine.abort(call, asError(signal.reason));
+        const onAbort = () => {
+          const early = this.#early?.findIndex((e) => e.call === call) ?? -1;
+          if (early >= 0) {
+            this.#early!.splice(early, 1);
+            call.reject(asError(signal.reason));
+          } else {
+            this.#engine.abort(call, asError(signal.reason));
+          }
+        };
         signal.addEventListener("abort", onAbort, { once: true });
         call.resolve = (value) => {
           signal.removeEventListener("abort", onAbort);
@@ -362,7 +379,8 @@ export class MQTTClient implements AsyncDisposable {
           reject(error);
         };
       }
-      run();
+      if (this.#early !== undefined) this.#early.push({ call, run });
+      else run();
     });
   }
 
@@ -378,6 +396,11 @@ export class MQTTClient implements AsyncDisposable {
     this.#closed = true;
     await this.#engine.disconnect();
     await this.#supervisor.stop();
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const { call } of early) {
+      call.reject(new ClientClosedError("client was disconnected before the session store opened"));
+    }
     const waiting = this.#engine.stop();
     const s = this.#settings;
     const unacked = waiting.filter((c) => c instanceof OutgoingPublish && c.stage !== 0).length;
