@@ -301,13 +301,15 @@ export class Outgoing {
     this.aliases.reset(this.#ctx.limits.topicAliasMaximum); // aliases are per connection
     const version = this.#ctx.config.protocolVersion;
     let count = 0;
+    let deferring = false; // once one waits, the rest wait behind it: order is kept (MQTT-4.6.0-1)
     for (let r = this.accepted.head; r !== undefined; r = r.next) {
       if (r.stage === QUEUED && !r.dup) break; // never written: new, the queue has it
       if (republish && (r.stage === RECEIVED || r.stage === RELEASED)) r.stage = SENT;
-      if (this.#hasRoom(r.qos) && this.#ctx.writable()) {
+      if (!deferring && this.#hasRoom(r.qos) && this.#ctx.writable()) {
         this.#resendOne(r, version, now, out);
         count++;
       } else {
+        deferring = true;
         if (r.stage === SENT) r.stage = QUEUED;
         r.dup = true;
         this.#resends.push(r);
