@@ -105,6 +105,10 @@ export class Checker {
   lastProgress = 0;
   /** Set while the client process is being stopped: a closed handshake is then expected. */
   stopping = false;
+  /** Incoming QoS 2 packet ids and the message each last carried. */
+  readonly #incomingQos2 = new Map<number, string>();
+  /** Incoming QoS 2 messages the client answered with PUBREC (its id record was durable). */
+  readonly #pubrecWritten = new Set<string>();
   /** Counts attempts that ended, to tell whether the supervisor moved on since. */
   #attemptsEnded = 0;
 
@@ -202,6 +206,11 @@ export class Checker {
       );
     }
     s.lastWrite = now;
+    if (packet.cmd === "pubrec") {
+      const tag = this.#incomingQos2.get(packet.messageId!);
+      if (tag !== undefined) this.#pubrecWritten.add(tag);
+      return;
+    }
     if (packet.cmd !== "publish" || packet.qos === 0) return;
     const tag = tagOf(packet);
     if (tag === undefined) return;
@@ -259,6 +268,10 @@ export class Checker {
   }
 
   #read(s: ConnState, packet: Packet): void {
+    if (packet.cmd === "publish" && packet.qos === 2) {
+      const tag = tagOf(packet);
+      if (tag !== undefined) this.#incomingQos2.set(packet.messageId!, tag);
+    }
     if (s.connackAt === undefined && packet.cmd !== "connack" && packet.cmd !== "auth") {
       this.#expectClose(s, `a ${packet.cmd.toUpperCase()} before the CONNACK`);
     }
@@ -456,6 +469,17 @@ export class Checker {
     // The new process cannot know which QoS 2 ids its predecessor had
     // delivered: a broker re-send of one of them is a new message to it.
     for (const tag of this.delivered.keys()) this.excusedDuplicates.add(tag);
+  }
+
+  /**
+   * A client process with a store was killed: a delivered QoS 2 message whose
+   * id record was not durable yet (no PUBREC went out) comes again, and the
+   * new process cannot tell it from a new one.
+   */
+  processCrashedWithStore(): void {
+    for (const tag of this.delivered.keys()) {
+      if (!this.#pubrecWritten.has(tag)) this.excusedDuplicates.add(tag);
+    }
   }
 
   /** The broker restarted without persistence: what it had not delivered is gone. */

@@ -126,6 +126,14 @@ export const MUTANTS: Mutant[] = [
     find: "    return Math.max(sentAt, this.#progressAt) + this.#liveness.responseTimeMs;",
     replace: "    return sentAt + this.#liveness.responseTimeMs;",
   },
+  {
+    name: "resend-overtakes",
+    bug:
+      "found by the simulator (with the timed store): after a reconnect a QoS 1 re-send with room overtakes a QoS 2 one waiting for the QoS 2 window",
+    file: "core/_outgoing.ts",
+    find: "      if (!deferring && this.#hasRoom(r.qos) && this.#ctx.writable()) {",
+    replace: "      if (this.#hasRoom(r.qos) && this.#ctx.writable()) {",
+  },
 ];
 
 const COPY = ["core", "client", "codec", "store", "transport", "sim", "testing"];

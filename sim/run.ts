@@ -14,7 +14,7 @@ import type { Engine } from "../client/_engine.ts";
 import type { Packet, PublishPacket } from "../codec/packets.ts";
 import type { Logger } from "../logger.ts";
 import type { Message } from "../messages.ts";
-import { MemoryStore } from "../store/memory.ts";
+import { SimStore } from "./store.ts";
 import type { NetInterface } from "../wifi.ts";
 import { SimBroker } from "./broker_host.ts";
 import { Checker, tagOf } from "./checker.ts";
@@ -122,7 +122,7 @@ class Run {
   readonly broker: SimBroker;
   readonly checker: Checker;
   readonly trace: string[] | undefined;
-  readonly store = new MemoryStore();
+  readonly store: SimStore;
   client!: MQTTClient;
   engine: Engine | undefined;
   #generation = 0;
@@ -131,6 +131,7 @@ class Run {
   #slowUntil = 0;
   #healed = false;
   #restarting: Promise<void> = Promise.resolve();
+  #restartsPending = 0; // a run ends only with its last client process started
   #upAgain = false; // the network said "up again": the next ensureUp must not bounce
   #cleanStartPending = false;
   #ending = false;
@@ -148,6 +149,7 @@ class Run {
     this.broker = new SimBroker(this.sched, this.rng.fork(2), "broker", schedule.broker);
     this.net.serve("broker", this.broker);
     const c = schedule.client;
+    this.store = new SimStore(this.sched, c.storeTiming);
     this.checker = new Checker(
       {
         keepaliveMs: c.keepalive * 1000,
@@ -227,6 +229,7 @@ class Run {
     const c = s.client;
     this.#generation++;
     this.#owner = `client#${this.#generation}`;
+    this.store.bind(this.#owner);
     const random = this.rng.fork(100 + this.#generation);
     const world: World = {
       clock: this.sched.clock(this.#owner),
@@ -519,7 +522,10 @@ class Run {
         return;
       case "restartClient":
         // One restart at a time: a second one waits for the first to finish.
-        this.#restarting = this.#restarting.then(() => this.#restartClient(step.crash));
+        this.#restartsPending++;
+        this.#restarting = this.#restarting.then(() => this.#restartClient(step.crash)).finally(
+          () => this.#restartsPending--,
+        );
         return;
     }
   }
@@ -539,12 +545,36 @@ class Run {
       // its callers never hear back.
       this.sched.cancelAll(oldOwner); // also: it schedules nothing from now on
       this.net.kill(oldOwner);
-      await this.store.close(); // the OS releases a dead process's lock
+      this.store.crash(); // what was not durable is gone; the OS releases the lock
       this.#pending[this.#generation] = 0;
       this.log("client process killed");
     } else {
       this.log("client disconnect() for a restart");
       await old.disconnect();
+    }
+    if (crash && this.schedule.client.store) {
+      const kept = new Set<string>();
+      for (const { record } of this.store.image(CLIENT_ID)?.publishes.values() ?? []) {
+        const tag = tagOf(record);
+        if (tag !== undefined) kept.add(tag);
+      }
+      const released = new Set<string>();
+      for (const { record, released: r } of this.store.image(CLIENT_ID)?.publishes.values() ?? []) {
+        if (r) released.add(tagOf(record) ?? "");
+      }
+      for (const record of this.checker.publishes.values()) {
+        if (kept.has(record.tag)) {
+          // Its acknowledgement arrived but was not durable: the new process re-sends it
+          // (a duplicate, which at least once allows; for QoS 2 the broker drops it).
+          record.acked = false;
+          if (!released.has(record.tag)) record.received = false;
+        }
+        // Accepted by a call that never resolved, and not durable: gone with the process.
+        if (record.accepted === 0 && record.outcome !== "resolved" && !kept.has(record.tag)) {
+          this.checker.excuse(record);
+        }
+      }
+      this.checker.processCrashedWithStore();
     }
     if (!this.schedule.client.store) {
       for (const record of this.checker.publishes.values()) {
@@ -576,7 +606,8 @@ class Run {
 
   /** Everything settled: no call pending, nothing in flight, every routed message delivered. */
   #quiet(): boolean {
-    return this.#pendingCalls === 0 && this.client.inflightCount === 0 &&
+    return this.#restartsPending === 0 && this.#pendingCalls === 0 &&
+      this.client.inflightCount === 0 &&
       this.checker.waiting.size === 0 && this.checker.undelivered.size === 0;
   }
 

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { SimStoreTiming } from "./store.ts";
 import type { BrokerCoreOptions } from "../testing/_broker_core.ts";
 import type { LinkProfile } from "./network.ts";
 import { Rng } from "./rng.ts";
@@ -28,6 +29,8 @@ export interface ClientSetup {
   store: boolean;
   /** Start with connect() (retried with start() if it fails) rather than start(). */
   connectFirst: boolean;
+  /** The simulated disk under the store: open and commit times, ms. */
+  storeTiming: SimStoreTiming;
 }
 
 /** One timed step. */
@@ -108,6 +111,7 @@ const FAULTS: Step["kind"][] = [
 /** The schedule of `seed`. */
 export function generate(seed: number, intensity: Intensity = {}): Schedule {
   const rng = new Rng(seed);
+  const disk = new Rng(seed ^ 0xd15c); // its own stream: the rest of the schedule stays as it was
   const durationMs = intensity.durationMs ?? 20_000;
   const v5 = rng.chance(0.4);
   const keepalive = rng.pick([0, 1, 1, 2, 5, 30]);
@@ -123,6 +127,10 @@ export function generate(seed: number, intensity: Intensity = {}): Schedule {
     bounceAfter: rng.pick([1, 3]),
     subscribeQos: rng.pick([-1, 0, 1, 2] as const),
     store: rng.chance(0.3),
+    storeTiming: {
+      openMs: disk.pick([0, 1, 30, 400]),
+      commitMs: disk.pick([0, 0.2, 2, 15]),
+    },
     connectFirst: rng.chance(0.3),
   };
   const latency = rng.pick([0, 0.05, 1, 10, 50]);
