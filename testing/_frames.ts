@@ -5,7 +5,10 @@
  * @module
  */
 
+import { concat, frameLength } from "../_bytes.ts";
 import type { Packet } from "./packets.ts";
+
+export { concat };
 
 /** One MQTT frame that crossed a fake-broker connection, in either direction. */
 export interface FrameRecord {
@@ -39,6 +42,7 @@ export class FrameSplitter {
     let offset = 0;
     while (offset < bytes.length) {
       const length = frameLength(bytes, offset);
+      if (length === -1) throw new Error("malformed remaining length (more than 4 bytes)");
       if (length === undefined || offset + length > bytes.length) break;
       frames.push(bytes.slice(offset, offset + length));
       offset += length;
@@ -46,29 +50,4 @@ export class FrameSplitter {
     this.#pending = bytes.slice(offset);
     return frames;
   }
-}
-
-/** Total length of the frame at `offset`, undefined while its header is incomplete. */
-function frameLength(bytes: Uint8Array, offset: number): number | undefined {
-  let remaining = 0;
-  let multiplier = 1;
-  for (let i = 1; i <= 4; i++) {
-    if (offset + i >= bytes.length) return undefined;
-    const digit = bytes[offset + i];
-    remaining += (digit & 0x7f) * multiplier;
-    if ((digit & 0x80) === 0) return 1 + i + remaining;
-    multiplier *= 128;
-  }
-  throw new Error("malformed remaining length (more than 4 bytes)");
-}
-
-/** The chunks one after the other, in a new array. */
-export function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
