@@ -87,9 +87,9 @@ export interface Schedule {
 
 /** How hard the generator goes: the share of fault steps among all steps, and the length. */
 export interface Intensity {
-  /** Virtual duration before the healed tail, ms. Default 20 000. */
+  /** Virtual duration before the healed tail, ms. Default 8 000. */
   durationMs?: number;
-  /** Mean steps per virtual second. Default 3. */
+  /** Mean steps per virtual second. Default 4. */
   stepsPerSecond?: number;
 }
 
@@ -112,7 +112,7 @@ const FAULTS: Step["kind"][] = [
 export function generate(seed: number, intensity: Intensity = {}): Schedule {
   const rng = new Rng(seed);
   const disk = new Rng(seed ^ 0xd15c); // its own stream: the rest of the schedule stays as it was
-  const durationMs = intensity.durationMs ?? 20_000;
+  const durationMs = intensity.durationMs ?? 8_000;
   const v5 = rng.chance(0.4);
   const keepalive = rng.pick([0, 1, 1, 2, 5, 30]);
   const client: ClientSetup = {
@@ -150,7 +150,7 @@ export function generate(seed: number, intensity: Intensity = {}): Schedule {
     qos2InLimit: 20,
   };
   const steps: Step[] = [];
-  const rate = intensity.stepsPerSecond ?? 3;
+  const rate = intensity.stepsPerSecond ?? 4;
   const count = Math.max(1, Math.round((durationMs / 1000) * rate * (0.5 + rng.float())));
   const faultShare = rng.pick([0.1, 0.3, 0.5]);
   for (let i = 0; i < count; i++) {
