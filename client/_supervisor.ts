@@ -225,6 +225,13 @@ export class Supervisor {
     while (!this.#stopped) {
       if (this.#engine.connected) {
         await new Promise<void>((resolve) => this.#linkDown = resolve);
+        if (this.#stopped) return;
+        // The first delay before redialling: a broker that accepts and drops at
+        // once (a session takeover by a client with the same id, a redirect
+        // loop) would otherwise be redialled in a tight loop.
+        const delay = this.#backoff.next();
+        this.probe.sleeping?.(delay, this.#backoff.attempts);
+        await this.#sleep(delay);
         continue;
       }
       if (this.#netCameUp) {

@@ -292,6 +292,35 @@ brokerTest(
   { extraConfig: UNLIMITED_QUEUE },
 );
 
+brokerTest(
+  "a broker that drops each connection right after CONNACK (a takeover loop) is not redialled at once",
+  async (broker) => {
+    const proxy = await proxyTo(broker);
+    const clients: TestClient[] = [];
+    try {
+      // Two clients with one explicit id: mosquitto closes the older connection at every CONNECT.
+      const initialDelayMs = 100;
+      for (let i = 0; i < 2; i++) {
+        await connected(proxy, clients, {
+          clientId: "same-id",
+          reconnect: { initialDelay: initialDelayMs / 1000, maxDelay: 1 },
+        });
+      }
+      const start = proxy.connectionCount;
+      const windowMs = 1000;
+      await new Promise((resolve) => setTimeout(resolve, windowMs)); // a window to count in
+      const dials = proxy.connectionCount - start;
+      // Each client waits at least half the first delay after each loss before it dials again.
+      const limit = 2 * (windowMs / (initialDelayMs / 2) + 1);
+      assert.ok(dials <= limit, `${dials} connections in ${windowMs} ms (at most ${limit})`);
+      assert.ok(dials >= 2, `${dials} connections: the takeover loop did not happen`);
+    } finally {
+      await closeAll(clients);
+      await proxy.close();
+    }
+  },
+);
+
 // ---- MQTT 5: the broker sends the client elsewhere ----------------------------------------
 
 for (const [code, name] of [[0x9c, "use another server"], [0x9d, "server moved"]] as const) {
