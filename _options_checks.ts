@@ -275,6 +275,19 @@ export function checkTls(tls: MQTTClientOptions["tls"], endpoints: readonly Endp
   ) {
     throw new TypeError("option tls.caCerts must be an array of PEM strings");
   }
+  const web = endpoints.find((e) => e.scheme === "ws" || e.scheme === "wss");
+  const settings = (["caCerts", "cert", "key", "hostname"] as const).filter((n) =>
+    tls[n] !== undefined
+  );
+  if (web !== undefined && settings.length > 0) {
+    throw new TypeError(
+      `option tls.${
+        settings[0]
+      } cannot apply to the WebSocket server ${web.scheme}://${web.host}: ` +
+        "the WebSocket API takes no per-connection TLS settings (wss:// is verified by the " +
+        "platform; trust a private CA with deno --cert ca.pem or DENO_CERT)",
+    );
+  }
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
     throw new TypeError("option tls needs both cert and key for a client certificate, or neither");
   }

@@ -162,6 +162,12 @@ const badConfig: [string, Partial<MQTTClientOptions> | null, ErrorConstructor, R
     /tls\.hostname/,
   ],
   [
+    "tls settings with a wss:// server (the WebSocket API cannot take them)",
+    { server: "wss://broker.example/mqtt", tls: { caCerts: ["PEM"] } },
+    TypeError,
+    /tls\.caCerts cannot apply to the WebSocket server wss:\/\/broker\.example/,
+  ],
+  [
     "reconnect delays inverted",
     { reconnect: { initialDelay: 5, maxDelay: 1 } },
     RangeError,
