@@ -32,6 +32,9 @@ export class Liveness {
   lastReceivedAt = 0;
   /** When the first unanswered PINGREQ went out; Infinity when none is. */
   pingSentAt = Infinity;
+  /** CONNECT to CONNACK on the current connection, ms (0 before one). */
+  handshakeRtt = 0;
+  #connectSentAt = 0;
   // A broker running Nagle's algorithm (mosquitto's default) holds small
   // packets while an earlier one is un-ACKed, and Linux delays our TCP ACK up
   // to 40 ms unless a write of ours carries it. So when the broker falls
@@ -54,6 +57,7 @@ export class Liveness {
   connecting(now: number): void {
     this.up = false;
     this.connackDeadline = now + this.#responseTimeMs;
+    this.#connectSentAt = now;
     this.pingSentAt = Infinity;
     this.#pingsSinceAck = 0;
     this.lastReceivedAt = now;
@@ -64,6 +68,7 @@ export class Liveness {
   connected(now: number): void {
     this.up = true;
     this.connackDeadline = Infinity;
+    this.handshakeRtt = now - this.#connectSentAt;
     this.heard(now);
   }
 

@@ -306,7 +306,7 @@ export class MqttState implements Context {
     this.#progressAt = now;
     const serverKeepAlive = packet.properties?.serverKeepAlive;
     if (serverKeepAlive !== undefined) this.#liveness.keepaliveMs = serverKeepAlive * 1000;
-    this.#window.reset(now, this.limits.receiveMaximum);
+    this.#window.reset(now, this.limits.receiveMaximum, this.#liveness.handshakeRtt);
     // A session this state knows of (from an earlier connection, or from the
     // store of an earlier process) that the broker no longer has.
     const sessionLost = (this.#everConnected || this.#restored) && !packet.sessionPresent;

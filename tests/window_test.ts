@@ -5,7 +5,7 @@
  * @module
  */
 import * as assert from "node:assert/strict";
-import { AdaptiveWindow, INITIAL_WINDOW } from "../core/_window.ts";
+import { AdaptiveWindow, INITIAL_WINDOW, START_PER_MS } from "../core/_window.ts";
 import { Liveness, MAX_ACK_PAUSE_MS, MAX_NUDGES } from "../core/_liveness.ts";
 
 /** One round trip of a full window: every ACK `rtt(i)` ms after its publish. */
@@ -72,4 +72,18 @@ Deno.test("the nudge comes at any round trip, after at most 32 ms of silence, an
   assert.equal(pings, MAX_NUDGES);
   l.acked();
   assert.notEqual(l.nudgeAt(5, false, 100), Infinity, "a PUBACK starts them over");
+});
+
+Deno.test("the first window: 64 per ms of the CONNECT round trip, at least 64, at most the ceiling", () => {
+  const w = new AdaptiveWindow(16_384);
+  w.reset(0, Infinity, 0.2);
+  assert.equal(w.size, INITIAL_WINDOW, "loopback");
+  w.reset(0, Infinity, 20);
+  assert.equal(w.size, 20 * START_PER_MS, "20 ms");
+  w.reset(0, 1000, 100);
+  assert.equal(w.size, 1000, "a broker's Receive Maximum");
+  const l = new Liveness(0, 10_000);
+  l.connecting(5);
+  l.connected(105);
+  assert.equal(l.handshakeRtt, 100);
 });
