@@ -252,7 +252,9 @@ function targets(): string[] {
     const other = get(scenario, against);
     if (!ours || !other) return;
     const r = ours.msgsPerSec / other.msgsPerSec;
-    mark(r >= min, `${label}: ${r.toFixed(2)}× (≥ ${min}×)`);
+    // Three decimals where two would round a miss up onto the bar (0.897 as "0.90").
+    const shown = r < min && Number(r.toFixed(2)) >= min ? r.toFixed(3) : r.toFixed(2);
+    mark(r >= min, `${label}: ${shown}× (≥ ${min}×)`);
   };
   const cpuAtMost = (label: string, scenario: string, max: number, client = "ours") => {
     const ours = get(scenario, client);
