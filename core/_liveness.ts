@@ -12,13 +12,8 @@
  * Nagle's algorithm holds further acknowledgements until then), ms.
  */
 export const ACK_PAUSE_MS = 1;
-/**
- * The longest silence before a nudge, ms: under Linux's shortest delayed ACK
- * (40 ms), so the nudge comes first at any round trip.
- */
+/** Silences longer than this are left to the TCP stack's delayed ACK (40 ms on Linux), ms. */
 export const MAX_ACK_PAUSE_MS = 32;
-/** PINGREQs per acknowledgement at most: a slow broker is not pinged in a loop. */
-export const MAX_NUDGES = 6;
 
 /** Keepalive and response timing of one connection at a time. */
 export class Liveness {
@@ -129,24 +124,19 @@ export class Liveness {
    * unless the link is up, acknowledgements are due (`outstanding` > 0) and
    * we have not written since that packet. With the window full and no
    * PINGREQ out it is due at once (the owner looks once the packet's read is
-   * handled); otherwise the silence must last two round trips, at least
-   * {@linkcode ACK_PAUSE_MS} and at most {@linkcode MAX_ACK_PAUSE_MS} (a
-   * longer wait would leave the broker to our delayed ACK: on a 20 ms link a
-   * stream's last PUBACKs waited 40 ms for it). Each PINGREQ without an
-   * acknowledgement since doubles it, and after {@linkcode MAX_NUDGES} there
-   * is none until the next acknowledgement.
+   * handled); otherwise the silence must last two round trips and at least
+   * {@linkcode ACK_PAUSE_MS}. Each PINGREQ without an acknowledgement since
+   * doubles it (a slow broker is not pinged in a loop); past
+   * {@linkcode MAX_ACK_PAUSE_MS} the broker's wait for our delayed ACK is no
+   * longer than ours would be, so there is no nudge.
    */
   nudgeAt(outstanding: number, windowFull: boolean, minRtt: number): number {
     if (!this.up || outstanding === 0 || !this.#heardSinceWrite) return Infinity;
-    const pings = this.#pingsSinceAck;
-    if (pings >= MAX_NUDGES) return Infinity;
     const roundTrips = minRtt === Infinity ? 0 : 2 * minRtt;
-    const patient = roundTrips < ACK_PAUSE_MS
-      ? ACK_PAUSE_MS
-      : roundTrips > MAX_ACK_PAUSE_MS
-      ? MAX_ACK_PAUSE_MS
-      : roundTrips;
+    const patient = roundTrips > ACK_PAUSE_MS ? roundTrips : ACK_PAUSE_MS;
     const first = windowFull && this.pingSentAt === Infinity ? 0 : patient;
-    return this.lastReceivedAt + (pings === 0 ? first : patient * 2 ** pings);
+    const pings = this.#pingsSinceAck;
+    const pause = pings === 0 ? first : patient * 2 ** pings;
+    return pause > MAX_ACK_PAUSE_MS ? Infinity : this.lastReceivedAt + pause;
   }
 }

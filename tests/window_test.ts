@@ -1,12 +1,12 @@
 /**
- * The adaptive window and the nudge, alone: what a Nagle broker's holds and a
- * long round trip do to them.
+ * The adaptive window alone: what a Nagle broker's holds, a long round trip
+ * and a bottleneck do to it.
  *
  * @module
  */
 import * as assert from "node:assert/strict";
 import { AdaptiveWindow, INITIAL_WINDOW, START_PER_MS } from "../core/_window.ts";
-import { Liveness, MAX_ACK_PAUSE_MS, MAX_NUDGES } from "../core/_liveness.ts";
+import { Liveness } from "../core/_liveness.ts";
 
 /** One round trip of a full window: every ACK `rtt(i)` ms after its publish. */
 function round(w: AdaptiveWindow, now: number, rtt: (i: number) => number): number {
@@ -49,29 +49,6 @@ Deno.test("queueing still shrinks the window, on loopback and on a slow link", (
   for (let r = 0; r < 30; r++) now = round(slow, now, (i) => 20 + i / 2);
   // 2 000 msgs/s × 20 ms = 40 in flight fill the link; a few round trips' worth queue, not thousands.
   assert.ok(slow.size <= 256, `bottleneck window ${slow.size}`);
-});
-
-Deno.test("the nudge comes at any round trip, after at most 32 ms of silence, and stops after a few", () => {
-  const l = new Liveness(0, 10_000);
-  l.connecting(0);
-  l.connected(10);
-  l.wrote(20);
-  l.heard(100); // a PUBACK; more are due (outstanding 5), and the window has room
-  assert.equal(l.nudgeAt(5, false, 1), 102, "1 ms link: two round trips");
-  assert.equal(l.nudgeAt(5, false, 100), 100 + MAX_ACK_PAUSE_MS, "100 ms link: 32 ms");
-  assert.equal(l.nudgeAt(5, true, 100), 100, "window full: at once");
-  let now = 100;
-  let pings = 0;
-  for (; pings < 20; pings++) {
-    const at = l.nudgeAt(5, false, 100);
-    if (at === Infinity) break;
-    now = at;
-    l.pinged(now);
-    l.pingAnswered(now + 100);
-  }
-  assert.equal(pings, MAX_NUDGES);
-  l.acked();
-  assert.notEqual(l.nudgeAt(5, false, 100), Infinity, "a PUBACK starts them over");
 });
 
 Deno.test("the first window: 64 per ms of the CONNECT round trip, at least 64, at most the ceiling", () => {
