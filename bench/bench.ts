@@ -339,6 +339,21 @@ function targets(): string[] {
         `CPU ${file.cpuUsPerMsg.toFixed(1)} vs ${memory.cpuUsPerMsg.toFixed(1)} µs/msg`,
     );
   }
+  const fileGrouped = get("stream-100B-filestore-grouped", "ours");
+  const memoryGrouped = get("stream-100B-grouped", "ours");
+  if (fileGrouped && memoryGrouped) {
+    const ratio = fileGrouped.msgsPerSec / memoryGrouped.msgsPerSec;
+    mark(
+      ratio >= 0.5,
+      `FileStore vs memory store, QoS 1 stream 100 B, 1024 calls outstanding: ` +
+        `${ratio.toFixed(2)}× (≥ 0.5×, issue 14)`,
+    );
+    info(
+      `FileStore vs memory store, QoS 1 stream 100 B, 1024 calls outstanding: ` +
+        `${(fileGrouped.msgsPerSec / memoryGrouped.msgsPerSec).toFixed(2)}×, ` +
+        `${fileGrouped.syncsPer1000?.toFixed(1)} fsyncs per 1 000 messages`,
+    );
+  }
   const capped = get("stream-100B-rtt20-10mbit", "ours");
   const cappedRef = get("stream-100B-rtt20-10mbit", REF);
   if (capped && cappedRef) {

@@ -42,6 +42,11 @@ export interface Scenario {
   broker: "default" | "nodelay";
   /** Our client's session store ("file": a FileStore in a temp dir). */
   store?: "memory" | "file";
+  /**
+   * Our client, "stream": keep up to `group` calls outstanding (await the
+   * oldest before making another), instead of awaiting each.
+   */
+  group?: number;
   /** The clients that run it (ids); default: {@link DEFAULT_CLIENTS}. */
   clients?: string[];
 }
@@ -95,6 +100,27 @@ export const SCENARIOS: Scenario[] = [
     store: "file",
     clients: ["ours"],
   }),
+  s(
+    "stream-100B-grouped",
+    "QoS 1 stream, 100 B, 1024 calls outstanding",
+    "stream",
+    100,
+    50_000,
+    5_000,
+    {
+      group: 1024,
+      clients: ["ours"],
+    },
+  ),
+  s(
+    "stream-100B-filestore-grouped",
+    "QoS 1 stream, 100 B, FileStore, 1024 calls outstanding",
+    "stream",
+    100,
+    50_000,
+    5_000,
+    { store: "file", group: 1024, clients: ["ours"] },
+  ),
   s(
     "stream-100B-nodelay",
     "QoS 1 stream, 100 B, broker with set_tcp_nodelay",
@@ -339,6 +365,7 @@ export async function runCell(
     clientId: `b${tag}`.slice(0, 23),
     maxInflight: options.maxInflight,
     store: scenario.store,
+    group: scenario.group,
     ...client.config,
   };
   const started: ClientProcess[] = [];

@@ -27,6 +27,8 @@ export interface ClientConfig {
   maxInflight?: number;
   /** Our client only: "file" for a FileStore in a temp dir (default: the memory store). */
   store?: "memory" | "file";
+  /** Our client only, "stream": calls kept outstanding (default: await each). */
+  group?: number;
   /** Our client only, "inbound": count in `onMessage` ("handler", default) or a `messages()` loop ("iter"). */
   mode?: "handler" | "iter";
 }

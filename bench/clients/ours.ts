@@ -78,9 +78,20 @@ await measure(async () => {
     case "stream": {
       const qos = cfg.qos === 2 ? 2 : 1;
       const t0 = epochMs();
+      const group = cfg.group ?? 1;
+      const pending: Promise<void>[] = [];
       for (let i = 0; i < n - 1; i++) {
-        await client.publish(topic, payload, { qos, sync: false });
+        const call = client.publish(topic, payload, { qos, sync: false });
+        if (group === 1) {
+          await call;
+        } else if (pending.push(call) >= group) {
+          // At most `group` calls outstanding: wait for the oldest (each resolved
+          // call is durable and windowed; they resolve in order).
+          await pending[pending.length - group];
+          if (pending.length >= 4 * group) pending.splice(0, pending.length - group);
+        }
       }
+      await Promise.all(pending);
       await client.publish(topic, payload, { qos, sync: true });
       const t1 = epochMs();
       return { t0, t1, extra: store ? { store: { ...store.stats } } : undefined };
