@@ -64,3 +64,15 @@ Deno.test("the first window: 64 per ms of the CONNECT round trip, at least 64, a
   l.connected(105);
   assert.equal(l.handshakeRtt, 100);
 });
+
+Deno.test("a fast link's window stays at 1 024 or less; in-flight never exceeds the window", () => {
+  const w = new AdaptiveWindow(16_384);
+  w.reset(0, Infinity, 30); // a slow CONNACK on loopback: a first window of 1 920
+  assert.equal(w.size, 30 * START_PER_MS);
+  w.limited = true;
+  w.sample(0.05, 1, 1900); // 1 900 still in flight: the window keeps room for them
+  assert.equal(w.size, 1900);
+  let now = 1;
+  for (let r = 0; r < 10; r++) now = round(w, now, () => 0.05);
+  assert.equal(w.size, 1024);
+});
