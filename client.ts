@@ -394,6 +394,9 @@ export class MQTTClient implements AsyncDisposable {
   async disconnect(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Nothing more reaches the application; what it has not been handed was
+    // not acknowledged, so a persistent session gets it again.
+    this.#dispatcher.stop();
     await this.#engine.disconnect();
     await this.#supervisor.stop();
     const early = this.#early ?? [];

@@ -31,6 +31,7 @@ export class Dispatcher {
   #protos: (MQTTProto | undefined)[] = [];
   #head = 0;
   #running = false;
+  #stopped = false;
 
   /** A dispatcher logging handler failures to `logger`. */
   constructor(logger: Logger) {
@@ -43,6 +44,7 @@ export class Dispatcher {
     tickets: readonly number[],
     proto: MQTTProto | undefined,
   ): void {
+    if (this.#stopped) return;
     for (let i = 0; i < messages.length; i++) {
       this.#messages.push(messages[i]);
       this.#tickets.push(tickets[i]);
@@ -58,7 +60,7 @@ export class Dispatcher {
 
   async #run(): Promise<void> {
     try {
-      while (this.#head < this.#messages.length) {
+      while (this.#head < this.#messages.length && !this.#stopped) {
         const i = this.#head;
         const message = this.#messages[i];
         const ticket = this.#tickets[i];
@@ -111,6 +113,20 @@ export class Dispatcher {
     this.#logger.error(
       `message handler failed for "${message.topic}": ${errorText(error)} (message acknowledged)`,
     );
+  }
+
+  /**
+   * The client is disconnecting: messages not yet handed to the application
+   * are dropped (unacknowledged, so the broker sends QoS 1 and 2 ones again
+   * with the session), and nothing more is delivered. A handler running now
+   * finishes.
+   */
+  stop(): void {
+    this.#stopped = true;
+    this.#messages = [];
+    this.#tickets = [];
+    this.#protos = [];
+    this.#head = 0;
   }
 
   /** Ends every messages() iterator (the client is done). */
