@@ -544,6 +544,7 @@ class Run {
       // A killed process: its timers never fire, its sockets are closed by the OS,
       // its callers never hear back.
       this.sched.cancelAll(oldOwner); // also: it schedules nothing from now on
+      this.sched.cancelAll(`${oldOwner}:disk`); // a write in flight never completes
       this.net.kill(oldOwner);
       this.store.crash(); // what was not durable is gone; the OS releases the lock
       this.#pending[this.#generation] = 0;
@@ -576,6 +577,9 @@ class Run {
       }
       this.checker.processCrashedWithStore();
     }
+    // disconnect() does not wait for a handler still running (README): its QoS 2
+    // message was not acknowledged, and the next process gets it again.
+    if (!crash && this.schedule.client.store) this.checker.processCrashedWithStore();
     if (!this.schedule.client.store) {
       for (const record of this.checker.publishes.values()) {
         // Without a store, what had not reached the broker went with the old process.
@@ -602,6 +606,13 @@ class Run {
     this.broker.garbageAfterConnack = false;
     this.broker.wrongFirstPacket = false;
     this.#slowUntil = 0;
+    if (this.schedule.client.keepalive === 0) {
+      // With keepalive 0 nothing probes an idle half-open link, by the user's choice:
+      // healing resets it, as a real network's keepalive or a broker would in time.
+      for (const conn of this.net.connections) {
+        if (!conn.alive && !conn.clientClosed && !conn.brokerClosed) conn.cut();
+      }
+    }
   }
 
   /** Everything settled: no call pending, nothing in flight, every routed message delivered. */

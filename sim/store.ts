@@ -45,9 +45,12 @@ export class SimStore implements SessionStore {
     return this.#disk.get(clientId);
   }
 
-  /** The process `owner` will use the store next (its events die with it). */
+  /**
+   * The process `owner` will use the store next. The disk's events run as
+   * `<owner>:disk`: they die with the process, but are not its timers.
+   */
   bind(owner: string): void {
-    this.#owner = owner;
+    this.#owner = `${owner}:disk`;
   }
 
   open(clientId: string): Promise<StoredSession> {
