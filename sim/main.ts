@@ -166,7 +166,8 @@ function describe(schedule: Schedule): string {
   }, keepalive ${c.keepalive} s, responseTime ${c.responseTime} s, ` +
     `maxInflight ${c.maxInflight}, clean ${c.clean}, store ${c.store}; link ${l.latencyMs} ms ± ${l.jitterMs}, ` +
     `${l.bytesPerMs === Infinity ? "unlimited" : `${l.bytesPerMs} B/ms`}, MSS ${l.mss}; ` +
-    `${schedule.steps.length} steps (${faultCount(schedule)} faults)`;
+    `${schedule.steps.length} steps (${faultCount(schedule)} faults)` +
+    (schedule.hosts.length > 1 ? `; failover between ${schedule.hosts.join(" and ")}` : "");
 }
 
 async function replay(seed: number, wantShrink: boolean, intensity: Intensity): Promise<number> {

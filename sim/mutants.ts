@@ -89,9 +89,8 @@ export const MUTANTS: Mutant[] = [
     bug:
       "found by the state tests: a 0 ms round trip makes the adaptive window NaN, and a NaN window never fills",
     file: "core/_window.ts",
-    find:
-      "effectiveRtt > 0\n      ? (2 * this.#window * this.#minRtt) / effectiveRtt\n      : 2 * this.#window",
-    replace: "(2 * this.#window * this.#minRtt) / effectiveRtt",
+    find: "effectiveRtt > 0 ? (2 * window * minRtt) / effectiveRtt : 2 * window",
+    replace: "(2 * window * minRtt) / effectiveRtt",
   },
   {
     name: "deadline-rounding",
@@ -133,6 +132,21 @@ export const MUTANTS: Mutant[] = [
     file: "core/_outgoing.ts",
     find: "      if (!deferring && this.#hasRoom(r.qos) && this.#ctx.writable()) {",
     replace: "      if (this.#hasRoom(r.qos) && this.#ctx.writable()) {",
+  },
+  {
+    name: "failover-stuck",
+    bug: "failover never moves on from a dead server (the count of failures is never reached)",
+    file: "client/_supervisor.ts",
+    find: "    if (this.#failuresHere >= o.bounceAfter) {",
+    replace: "    if (this.#failuresHere >= o.bounceAfter * 100) {",
+  },
+  {
+    name: "failover-not-sticky",
+    bug: "failover is not sticky: after a lost connection the client tries the next server first",
+    file: "client/_supervisor.ts",
+    find: "    this.#redirect = undefined; // a redirect is for one connection",
+    replace: "    this.#current = (this.#current + 1) % this.#o.endpoints.length;\n" +
+      "    this.#redirect = undefined; // a redirect is for one connection",
   },
 ];
 

@@ -119,7 +119,9 @@ class Run {
   readonly sched = new Scheduler();
   readonly rng: Rng;
   readonly net: SimNetwork;
+  /** The first broker, and the second of a failover schedule (`schedule.hosts`). */
   readonly broker: SimBroker;
+  readonly brokers: SimBroker[];
   readonly checker: Checker;
   readonly trace: string[] | undefined;
   readonly store: SimStore;
@@ -129,6 +131,8 @@ class Run {
   #owner = "client#1";
   #netListeners = new Set<() => void>();
   #slowUntil = 0;
+  /** When each broker that went down comes back (its last "down" step decides). */
+  #downUntil = new Map<string, number>();
   #healed = false;
   #restarting: Promise<void> = Promise.resolve();
   #restartsPending = 0; // a run ends only with its last client process started
@@ -147,7 +151,12 @@ class Run {
     this.trace = options.trace ? [] : undefined;
     this.net = new SimNetwork(this.sched, this.rng.fork(1), { ...schedule.link });
     this.broker = new SimBroker(this.sched, this.rng.fork(2), "broker", schedule.broker);
-    this.net.serve("broker", this.broker);
+    this.brokers = schedule.hosts.map((host, i) =>
+      i === 0
+        ? this.broker
+        : new SimBroker(this.sched, new Rng(schedule.seed ^ 0xb20c), host, schedule.broker)
+    );
+    for (const broker of this.brokers) this.net.serve(broker.name, broker);
     const c = schedule.client;
     this.store = new SimStore(this.sched, c.storeTiming);
     this.checker = new Checker(
@@ -159,6 +168,8 @@ class Run {
         initialDelayMs: c.initialDelay * 1000,
         maxDelayMs: c.maxDelay * 1000,
         brokerReceiveMaximum: schedule.broker.receiveMaximum ?? 20,
+        servers: schedule.hosts.length,
+        bounceAfter: c.bounceAfter,
       },
       () => this.sched.now,
       (check) => void this.sched.after(0, check, "checker"),
@@ -167,20 +178,31 @@ class Run {
       this.checker.onPacket = (connection, out, packet) => {
         this.log(`${out ? "→" : "←"} #${connection} ${describePacket(packet)}`);
       };
-      this.broker.onFrame = (f) => {
-        this.log(
-          `   broker ${f.toBroker ? "read" : "wrote"} #${f.connection} ${describePacket(f.packet)}`,
-        );
-      };
+      for (const broker of this.brokers) {
+        broker.onFrame = (f) => {
+          this.log(
+            `   ${broker.name} ${f.toBroker ? "read" : "wrote"} #${f.connection} ${
+              describePacket(f.packet)
+            }`,
+          );
+        };
+      }
     }
     this.net.onConnection = (conn) => {
       this.checker.attach(conn);
-      this.log(`connection ${conn.id} opened`);
+      this.log(
+        `connection ${conn.id} opened${this.brokers.length > 1 ? ` to ${conn.endpoint.host}` : ""}`,
+      );
     };
-    this.broker.core.onPublish = (message, clientId) => {
+    for (const broker of this.brokers) this.#watch(broker);
+  }
+
+  /** Hooks a broker's core: accepted publishes, quiet-limit drops, messages routed to the client. */
+  #watch(broker: SimBroker): void {
+    broker.core.onPublish = (message, clientId) => {
       if (clientId === CLIENT_ID) this.checker.brokerAccepted(message);
     };
-    this.broker.core.onDrop = (message, clientId, held) => {
+    broker.core.onDrop = (message, clientId, held) => {
       if (clientId !== CLIENT_ID) return;
       if (this.checker.holdsOrphans) {
         const record = this.checker.publishes.get(tagOf(message) ?? "");
@@ -192,10 +214,12 @@ class Run {
         `${tagOf(message)} dropped behind a PUBREC: ${held} QoS 2 messages already awaited PUBREL`,
       );
     };
-    this.broker.core.onRoute = (record) => {
+    broker.core.onRoute = (record) => {
       if (record.clientId !== CLIENT_ID) return;
       const tag = tagOf(record);
-      if (tag !== undefined && tag.startsWith("i")) this.checker.routed(tag, record.qos);
+      if (tag !== undefined && tag.startsWith("i")) {
+        this.checker.routed(tag, record.qos, broker.name);
+      }
     };
   }
 
@@ -229,6 +253,7 @@ class Run {
     const c = s.client;
     this.#generation++;
     this.#owner = `client#${this.#generation}`;
+    this.checker.clientStarted();
     this.store.bind(this.#owner);
     const random = this.rng.fork(100 + this.#generation);
     const world: World = {
@@ -242,6 +267,7 @@ class Run {
         },
       },
       supervisorProbe: {
+        dialing: (endpoint) => this.checker.dialing(endpoint.host),
         sleeping: (delay, attempt) => {
           this.log(`back-off ${delay.toFixed(1)} ms (attempt ${attempt})`);
           this.checker.sleeping(delay, attempt);
@@ -264,7 +290,7 @@ class Run {
       },
     };
     const options = {
-      server: "mqtt://broker:1883",
+      servers: s.hosts.map((host) => `mqtt://${host}:1883`),
       clientId: CLIENT_ID,
       protocolVersion: c.protocolVersion,
       keepalive: c.keepalive,
@@ -426,7 +452,8 @@ class Run {
 
   #step(step: Step): void {
     this.log(`step ${JSON.stringify(step)}`);
-    const broker = this.broker;
+    // Broker faults and injected traffic go to the broker the client dialled last.
+    const broker = this.#brokerNow();
     switch (step.kind) {
       case "publish":
         void this.#publish(step.qos, step.sync, step.size, step.abortAfter);
@@ -452,7 +479,9 @@ class Run {
             retain: false,
             dup: false,
           };
-          broker.inject(message);
+          // With two brokers, now and then to the other one, where the client may hold a session.
+          const other = this.brokers.length > 1 && this.rng.chance(0.25);
+          (other ? this.brokers.find((b) => b !== broker)! : broker).inject(message);
         }
         return;
     }
@@ -470,10 +499,18 @@ class Run {
         this.#checkDeadLinksLater();
         return;
       case "dials":
-        this.net.dialMode.set("broker", step.mode);
-        this.sched.after(step.durationMs, () => {
-          if (!this.#healed) this.net.dialMode.delete("broker");
-        }, "workload");
+        for (const host of this.schedule.hosts) {
+          this.net.dialMode.set(host, step.mode);
+          this.sched.after(step.durationMs, () => {
+            if (!this.#healed) this.net.dialMode.delete(host);
+          }, "workload");
+        }
+        return;
+      case "brokerDown":
+        this.#down([step.host], step.mode, step.durationMs);
+        return;
+      case "bothDown":
+        this.#down(this.schedule.hosts, step.mode, step.durationMs);
         return;
       case "refuse":
         broker.refuse = { code: step.code, count: step.count };
@@ -517,6 +554,7 @@ class Run {
         this.#slowDelay = step.delayMs;
         return;
       case "netUp":
+        this.checker.netCameUp();
         this.#upAgain = this.#netListeners.size > 0;
         for (const listener of this.#netListeners) listener();
         return;
@@ -528,6 +566,40 @@ class Run {
         );
         return;
     }
+  }
+
+  /** The broker of the client's newest connection (the first before any). */
+  #brokerNow(): SimBroker {
+    const host = this.net.connections.at(-1)?.endpoint.host;
+    return this.brokers.find((b) => b.name === host) ?? this.broker;
+  }
+
+  /**
+   * `hosts` go down for `durationMs`: their dials are refused (the host is up,
+   * the broker is not) or unanswered (the host is gone), and their live
+   * connections are reset, or left half-open when the host is gone.
+   */
+  #down(hosts: string[], mode: "refuse" | "blackhole", durationMs: number): void {
+    const until = this.sched.now + durationMs;
+    for (const host of hosts) {
+      this.net.dialMode.set(host, mode);
+      this.#downUntil.set(host, Math.max(until, this.#downUntil.get(host) ?? 0));
+      this.sched.after(durationMs, () => {
+        if (!this.#healed && this.sched.now >= this.#downUntil.get(host)!) {
+          this.log(`${host} up again`);
+          this.net.dialMode.delete(host);
+        }
+      }, "workload");
+      for (const conn of this.net.live()) {
+        if (conn.endpoint.host !== host) continue;
+        if (mode === "refuse") conn.cut();
+        else {
+          conn.blackhole();
+          this.checker.blackholed(conn.id);
+        }
+      }
+    }
+    if (mode === "blackhole") this.#checkDeadLinksLater();
   }
 
   #checkDeadLinksLater(): void {
@@ -601,10 +673,12 @@ class Run {
     this.log("heal: faults off");
     this.net.dialMode.clear();
     Object.assign(this.net.profile, this.schedule.link);
-    Object.assign(this.broker.faults, { withhold: false, delayMs: 0, duplicate: false });
-    this.broker.refuse = undefined;
-    this.broker.garbageAfterConnack = false;
-    this.broker.wrongFirstPacket = false;
+    for (const broker of this.brokers) {
+      Object.assign(broker.faults, { withhold: false, delayMs: 0, duplicate: false });
+      broker.refuse = undefined;
+      broker.garbageAfterConnack = false;
+      broker.wrongFirstPacket = false;
+    }
     this.#slowUntil = 0;
     if (this.schedule.client.keepalive === 0) {
       // With keepalive 0 nothing probes an idle half-open link, by the user's choice:

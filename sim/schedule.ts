@@ -72,7 +72,16 @@ export type Step =
   | { at: number; kind: "wrongFirst" }
   | { at: number; kind: "slowConsumer"; delayMs: number; durationMs: number }
   | { at: number; kind: "netUp" }
-  | { at: number; kind: "restartClient"; crash: boolean };
+  | { at: number; kind: "restartClient"; crash: boolean }
+  // Two-broker schedules only: one broker (or both) goes away for a while, then comes back.
+  | {
+    at: number;
+    kind: "brokerDown";
+    host: string;
+    mode: "refuse" | "blackhole";
+    durationMs: number;
+  }
+  | { at: number; kind: "bothDown"; mode: "refuse" | "blackhole"; durationMs: number };
 
 /** Everything one run does. */
 export interface Schedule {
@@ -80,6 +89,11 @@ export interface Schedule {
   client: ClientSetup;
   link: LinkProfile;
   broker: BrokerCoreOptions;
+  /**
+   * The brokers' host names, in the client's `servers` order: one, or two for
+   * failover (each its own broker with `broker`'s options, sessions not shared).
+   */
+  hosts: string[];
   /** When faults stop and the run only heals, ms. */
   healAt: number;
   steps: Step[];
@@ -108,10 +122,14 @@ const FAULTS: Step["kind"][] = [
   "restartClient",
 ];
 
+/** Faults only two-broker schedules draw (from their own stream). */
+const FAILOVER_FAULTS: Step["kind"][] = ["brokerDown", "bothDown"];
+
 /** The schedule of `seed`. */
 export function generate(seed: number, intensity: Intensity = {}): Schedule {
   const rng = new Rng(seed);
   const disk = new Rng(seed ^ 0xd15c); // its own stream: the rest of the schedule stays as it was
+  const failover = new Rng(seed ^ 0xfa11); // likewise
   const durationMs = intensity.durationMs ?? 8_000;
   const v5 = rng.chance(0.4);
   const keepalive = rng.pick([0, 1, 1, 2, 5, 30]);
@@ -157,8 +175,15 @@ export function generate(seed: number, intensity: Intensity = {}): Schedule {
     const at = Math.floor(rng.float() * durationMs);
     steps.push(rng.chance(faultShare) ? fault(rng, at) : call(rng, at));
   }
+  const hosts = failover.chance(0.3) ? ["broker", "broker2"] : ["broker"];
+  if (hosts.length > 1) {
+    const downs = failover.pick([1, 2, 3, 5]);
+    for (let i = 0; i < downs; i++) {
+      steps.push(brokerDown(failover, Math.floor(failover.float() * durationMs), hosts));
+    }
+  }
   steps.sort((a, b) => a.at - b.at);
-  return { seed, client, link, broker, healAt: durationMs, steps };
+  return { seed, client, link, broker, hosts, healAt: durationMs, steps };
 }
 
 function call(rng: Rng, at: number): Step {
@@ -239,7 +264,15 @@ function fault(rng: Rng, at: number): Step {
   }
 }
 
+function brokerDown(rng: Rng, at: number, hosts: string[]): Step {
+  const mode = rng.pick(["refuse", "blackhole"] as const);
+  const durationMs = rng.pick([500, 3_000, 10_000]);
+  if (rng.chance(0.25)) return { at, kind: "bothDown", mode, durationMs };
+  return { at, kind: "brokerDown", host: rng.pick(hosts), mode, durationMs };
+}
+
 /** How many steps of a schedule are faults. */
 export function faultCount(schedule: Schedule): number {
-  return schedule.steps.filter((s) => FAULTS.includes(s.kind)).length;
+  return schedule.steps.filter((s) => FAULTS.includes(s.kind) || FAILOVER_FAULTS.includes(s.kind))
+    .length;
 }
