@@ -465,14 +465,18 @@ export class Checker {
     }
     this.#stickTo = undefined;
     if (host !== this.#dialHost) {
+      // Moved on: count afresh (a first dial is no move: a "network up" before it stays).
+      if (this.#dialHost !== undefined) this.#failedHere = 0;
       this.#dialHost = host;
-      this.#failedHere = 0;
     }
     this.#dialedSinceSleep = true;
     this.#attemptsEnded++; // a new dial: the previous attempt moved on
   }
 
-  /** The network came up: the supervisor starts counting failures afresh at some point. */
+  /**
+   * The network came up: the supervisor counts failures afresh from its next attempt, or
+   * the one after (an attempt under way may still fail): not counted until it moves on.
+   */
   netCameUp(): void {
     this.#failedHere = -Infinity;
   }
