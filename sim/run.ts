@@ -415,7 +415,9 @@ class Run {
     if (abortAfter !== undefined) {
       const controller = new AbortController();
       signal = controller.signal;
-      this.sched.after(abortAfter, () => controller.abort(new Error(`abort ${tag}`)), this.#owner);
+      // The application's timer: it dies with the process, but is not the client's.
+      const app = `${this.#owner}:app`;
+      this.sched.after(abortAfter, () => controller.abort(new Error(`abort ${tag}`)), app);
     }
     const client = this.client;
     this.log(
@@ -617,6 +619,7 @@ class Run {
       // its callers never hear back.
       this.sched.cancelAll(oldOwner); // also: it schedules nothing from now on
       this.sched.cancelAll(`${oldOwner}:disk`); // a write in flight never completes
+      this.sched.cancelAll(`${oldOwner}:app`); // nor does its own abort timer fire
       this.net.kill(oldOwner);
       this.store.crash(); // what was not durable is gone; the OS releases the lock
       this.#pending[this.#generation] = 0;
