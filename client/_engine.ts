@@ -111,11 +111,11 @@ export class Engine {
   // ---- connections ------------------------------------------------------------------
 
   /**
-   * Speaks MQTT on `conn`: writes CONNECT and resolves with how the
-   * handshake ended. On "connected" the connection is the live link; on
+   * Speaks MQTT on `conn` (to `server`, which tells a move to another
+   * server): writes CONNECT and resolves with how the handshake ended. On "connected" the connection is the live link; on
    * "redial" it is ending politely; on "failed" it is closed.
    */
-  handshake(conn: Connection): Promise<HandshakeOutcome> {
+  handshake(conn: Connection, server = ""): Promise<HandshakeOutcome> {
     if (this.#stopped) {
       conn.close();
       return Promise.resolve({ kind: "failed", error: new Error("client stopped") });
@@ -144,7 +144,7 @@ export class Engine {
     this.#proto = proto;
     this.#live = false;
     const out = this.#actions();
-    this.state.onConnecting(this.#clock.now(), out);
+    this.state.onConnecting(this.#clock.now(), out, server);
     this.#apply(out);
     return outcome;
   }

@@ -158,7 +158,7 @@ export class Supervisor {
           conn.close();
           abort.signal.throwIfAborted();
         }
-        const outcome = await this.#engine.handshake(conn);
+        const outcome = await this.#engine.handshake(conn, describeEndpoint(endpoint));
         if (outcome.kind === "redial") continue;
         if (outcome.kind === "failed") throw outcome.error;
         o.logger.info(

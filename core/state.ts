@@ -103,6 +103,9 @@ export class MqttState implements Context {
   #disconnectSent = false;
   /** Publishes or ids came from a store: the session predates this process. */
   #restored = false;
+  /** The server of the attempt under way, and of the last accepted connection. */
+  #dialedServer = "";
+  #lastServer = "";
   /** When the broker last answered the oldest thing it owed (see #deadAt). */
   #progressAt = 0;
 
@@ -216,8 +219,9 @@ export class MqttState implements Context {
   // ---- connection events -------------------------------------------------------------
 
   /** A transport is open: write CONNECT. */
-  onConnecting(now: number, out: Actions): void {
+  onConnecting(now: number, out: Actions, server = ""): void {
     const config = this.config;
+    this.#dialedServer = server;
     this.phase = CONNECTING;
     this.epoch++;
     this.#unflushed = 0;
@@ -309,14 +313,26 @@ export class MqttState implements Context {
     this.#window.reset(now, this.limits.receiveMaximum, this.#liveness.handshakeRtt);
     // A session this state knows of (from an earlier connection, or from the
     // store of an earlier process) that the broker no longer has.
-    const sessionLost = (this.#everConnected || this.#restored) && !packet.sessionPresent;
+    // Another server than the last one: a session it reports is not the one we
+    // had (independent brokers), or is shared (a cluster), where starting the
+    // exchanges over costs at most a duplicate; trusting it could lose QoS 2
+    // messages past PUBREC.
+    const moved = this.#everConnected && this.#dialedServer !== this.#lastServer;
+    this.#lastServer = this.#dialedServer;
+    const sessionLost = (this.#everConnected || this.#restored) &&
+      (!packet.sessionPresent || moved);
     this.#restored = false;
     this.#everConnected = true;
-    if (!packet.sessionPresent) this.#incoming.sessionLost(out);
+    if (!packet.sessionPresent || moved) this.#incoming.sessionLost(out);
     out.handshake = { kind: "connected", sessionPresent: packet.sessionPresent };
     const requests = this.#requests.resend(now, out, sessionLost);
     const publishes = this.#outgoing.resend(now, out, sessionLost);
-    if (sessionLost) {
+    if (moved) {
+      out.log(
+        "warn",
+        "moved to another server: subscriptions made again, QoS 2 exchanges started over",
+      );
+    } else if (sessionLost) {
       out.log("warn", "the broker has no session for this client: subscriptions made again");
     }
     if (publishes + requests > 0) {
