@@ -128,6 +128,14 @@ export class Checker {
   lastProgress = 0;
   /** Set while the client process is being stopped: a closed handshake is then expected. */
   stopping = false;
+  /** A new client process started and has not connected yet. */
+  #newProcess = false;
+
+  /** A new client process starts (after a crash or a graceful restart). */
+  processStarted(): void {
+    this.#newProcess = true;
+  }
+
   /** A connection closed before any CONNACK arrived on it (the broker may have made a session). */
   #connectUnanswered = false;
   /** The broker restarted without persistence since the last accepted CONNACK. */
@@ -318,6 +326,7 @@ export class Checker {
           const host = s.conn.endpoint.host;
           const moved = this.#on !== undefined && this.#on !== host;
           if (moved) this.#moved(this.#on!, host, packet.sessionPresent);
+          this.#newProcess = false;
           this.#on = host;
           // A broker the client comes (back) to may hold a session an unanswered CONNECT made.
           const forgot = this.#forgotSinceConnack || moved;
@@ -427,15 +436,17 @@ export class Checker {
     this.#orphans = present ? this.#heldAt.get(to) ?? new Map() : new Map();
     this.#heldAt.delete(to);
     this.#qos2Open.clear();
-    if (present) {
-      // CLIENT BUG (found by the simulator, seed 955; not fixed: the fix is in core/state.ts):
-      // a move to a broker that still has an old session of this client resumes it, so
-      // QoS 2 messages past PUBREC at the broker left behind are released (PUBREL) into a
-      // session that never had them, and are lost. A move should be a session loss.
+    if (this.#newProcess && present) {
+      // Known limit (README): a process resuming from a store does not know which
+      // server its predecessor used; on another one that reports a session, QoS 2
+      // messages past PUBREC are released into a session that never had them.
       for (const record of this.publishes.values()) {
         if (record.qos === 2 && record.received && record.accepted === 0) this.excuse(record);
       }
     }
+    // A live process treats a move as a session loss (MqttState#onConnack): QoS 2
+    // exchanges past PUBREC start over with the PUBLISH on the new server.
+    for (const record of this.publishes.values()) record.received = false;
     for (const tag of this.undelivered) {
       if (this.#routedAt.get(tag) !== to) this.#heldElsewhere(tag);
     }

@@ -666,6 +666,7 @@ class Run {
     this.#netListeners.clear();
     // A new process with clean: true starts a clean session: the broker drops the old one.
     if (this.schedule.client.clean) this.#cleanStartPending = true;
+    this.checker.processStarted();
     this.#startClient();
   }
 
