@@ -128,6 +128,9 @@ export class Checker {
   lastProgress = 0;
   /** Set while the client process is being stopped: a closed handshake is then expected. */
   stopping = false;
+  /** Set when the run met a documented limit that stops it for good: the end checks are off. */
+  knownLimit: string | undefined;
+
   /** A new client process started and has not connected yet. */
   #newProcess = false;
 
@@ -307,6 +310,12 @@ export class Checker {
   }
 
   #read(s: ConnState, packet: Packet): void {
+    if (packet.cmd === "disconnect" && packet.reasonCode === 0x93 && this.#orphans.size > 0) {
+      // Known limit (README): QoS 2 ids a process without a store left at the broker
+      // fill its Receive Maximum; the broker refuses every new QoS 2 publish, for ever.
+      this.knownLimit =
+        "v5 Receive Maximum filled by QoS 2 ids of a process that died without a store";
+    }
     if (packet.cmd === "publish" && packet.qos === 2) {
       const tag = tagOf(packet);
       if (tag !== undefined) this.#incomingQos2.set(packet.messageId!, tag);

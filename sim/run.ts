@@ -237,12 +237,18 @@ class Run {
     this.#heal();
     const deadline = s.healAt + HEAL_LIMIT_MS;
     this.checker.lastProgress = this.sched.now;
-    const stop = () => this.#quiet() || this.sched.now - this.checker.lastProgress > STALL_MS;
+    const stop = () =>
+      this.#quiet() || this.checker.knownLimit !== undefined ||
+      this.sched.now - this.checker.lastProgress > STALL_MS;
     const second = await this.sched.run({ until: deadline, stop });
     if (second === "storm" || second === "budget") return this.#overBudget(second);
     this.checker.checkDeadLinks();
-    if (!this.#quiet()) this.#reportStuck();
-    this.checker.checkEnd();
+    if (this.checker.knownLimit !== undefined) {
+      this.log(`known limit met (README): ${this.checker.knownLimit}; end checks skipped`);
+    } else {
+      if (!this.#quiet()) this.#reportStuck();
+      this.checker.checkEnd();
+    }
     await this.#disconnect();
   }
 
