@@ -571,6 +571,36 @@ Deno.test("a restored session re-sends publishes with DUP and PUBREL for release
   assert.equal(fresh.id, 42, "ids continue after the stored ones");
 });
 
+Deno.test("re-sends keep their order when the 3.1.1 QoS 2 window holds one back (MQTT-4.6.0-1)", () => {
+  const rig = new Rig({ maxInflightQos2: 1 });
+  rig.state.restore(
+    [
+      { id: 50, qos: 2, topic: "a", payload: PAYLOAD, retain: false, released: false },
+      { id: 51, qos: 2, topic: "b", payload: PAYLOAD, retain: false, released: false },
+      { id: 52, qos: 1, topic: "c", payload: PAYLOAD, retain: false, released: false },
+    ],
+    [],
+    52,
+  );
+  // 51 has to wait for the QoS 2 window; 52 must wait behind it, not overtake it.
+  assert.deepEqual(ids(rig.connect()), [50]);
+  rig.packet({ cmd: "pubrec", messageId: 50 });
+  assert.deepEqual(ids(rig.packet({ cmd: "pubcomp", messageId: 50 })), [51, 52]);
+});
+
+Deno.test("a dead link is responseTime after the previous answer, not after each write of a burst", () => {
+  const rig = new Rig({ responseTimeMs: 1_000, keepalive: 0 });
+  rig.connect();
+  const records = [rig.publish(1, false), rig.publish(1, false), rig.publish(1, false)];
+  // A slow link: each PUBACK comes 900 ms after the one before, 2 700 ms after the writes.
+  for (const [i, record] of records.entries()) {
+    rig.timer(900 * (i + 1));
+    assert.equal(rig.closed(), undefined, `link declared dead before PUBACK ${i + 1}`);
+    rig.packet({ cmd: "puback", messageId: record.id });
+  }
+  assert.equal(rig.state.inflight, 0);
+});
+
 // ---- calls --------------------------------------------------------------------------------
 
 Deno.test("an aborted publish still queued is withdrawn: never written, its id freed", () => {
