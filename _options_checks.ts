@@ -108,7 +108,7 @@ export function checkClientId(
     const why = options.clean === false
       ? "clean: false"
       : options.store !== undefined
-      ? "a durable store"
+      ? "a session store"
       : options.sessionExpiry !== undefined
       ? "sessionExpiry"
       : undefined;

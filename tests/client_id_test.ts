@@ -59,8 +59,8 @@ Deno.test("a persistent session without an explicit clientId is a TypeError sayi
   try {
     const cases: [string, Partial<MQTTClientOptions>, RegExp][] = [
       ["clean: false", { clean: false }, /clientId is required with clean: false/],
-      ["a FileStore", { store: new FileStore(dir) }, /clientId is required with a durable store/],
-      ["a MemoryStore", { store: new MemoryStore() }, /clientId is required with a durable store/],
+      ["a FileStore", { store: new FileStore(dir) }, /clientId is required with a session store/],
+      ["a MemoryStore", { store: new MemoryStore() }, /clientId is required with a session store/],
       [
         "v5 sessionExpiry",
         { protocolVersion: 5, sessionExpiry: 600 },
