@@ -112,8 +112,9 @@ export class Engine {
 
   /**
    * Speaks MQTT on `conn` (to `server`, which tells a move to another
-   * server): writes CONNECT and resolves with how the handshake ended. On "connected" the connection is the live link; on
-   * "redial" it is ending politely; on "failed" it is closed.
+   * server): writes CONNECT and resolves with how the handshake ended. On
+   * "connected" the connection is the live link; on "redial" it is ending
+   * politely; on "failed" it is closed.
    */
   handshake(conn: Connection, server = ""): Promise<HandshakeOutcome> {
     if (this.#stopped) {

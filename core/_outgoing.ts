@@ -299,24 +299,19 @@ export class Outgoing {
     this.inflightQos2 = 0;
     this.#resends.takeAll();
     this.aliases.reset(this.#ctx.limits.topicAliasMaximum); // aliases are per connection
-    const version = this.#ctx.config.protocolVersion;
-    let count = 0;
-    let deferring = false; // once one waits, the rest wait behind it: order is kept (MQTT-4.6.0-1)
+    // All of them queue as re-sends, in acceptance order, and go out while the
+    // window has room: one that must wait holds the rest behind it (MQTT-4.6.0-1).
     for (let r = this.accepted.head; r !== undefined; r = r.next) {
       if (r.stage === QUEUED && !r.dup) break; // never written: new, the queue has it
       if (republish && (r.stage === RECEIVED || r.stage === RELEASED)) r.stage = SENT;
-      if (!deferring && this.#hasRoom(r.qos) && this.#ctx.writable()) {
-        this.#resendOne(r, version, now, out);
-        count++;
-      } else {
-        deferring = true;
-        if (r.stage === SENT) r.stage = QUEUED;
-        r.dup = true;
-        this.#resends.push(r);
-      }
+      if (r.stage === SENT) r.stage = QUEUED;
+      r.dup = true;
+      this.#resends.push(r);
     }
+    const count = this.#resends.length;
+    this.#pumpResends(now, out);
     this.#releaseDurable(now, out);
-    return count + this.#resends.length;
+    return count;
   }
 
   // ---- acknowledgements -------------------------------------------------------

@@ -311,12 +311,12 @@ export class MqttState implements Context {
     const serverKeepAlive = packet.properties?.serverKeepAlive;
     if (serverKeepAlive !== undefined) this.#liveness.keepaliveMs = serverKeepAlive * 1000;
     this.#window.reset(now, this.limits.receiveMaximum, this.#liveness.handshakeRtt);
-    // A session this state knows of (from an earlier connection, or from the
-    // store of an earlier process) that the broker no longer has.
-    // Another server than the last one: a session it reports is not the one we
-    // had (independent brokers), or is shared (a cluster), where starting the
-    // exchanges over costs at most a duplicate; trusting it could lose QoS 2
-    // messages past PUBREC.
+    // The session is lost when the broker no longer has the one this state
+    // knows of (from an earlier connection, or the store of an earlier
+    // process), or when this is another server than the last one: the session
+    // it reports is not ours (independent brokers) or is shared (a cluster),
+    // where starting the exchanges over costs at most a duplicate, while
+    // trusting it could lose QoS 2 messages past PUBREC.
     const moved = this.#everConnected && this.#dialedServer !== this.#lastServer;
     this.#lastServer = this.#dialedServer;
     const sessionLost = (this.#everConnected || this.#restored) &&

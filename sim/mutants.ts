@@ -130,8 +130,9 @@ export const MUTANTS: Mutant[] = [
     bug:
       "found by the simulator (with the timed store): after a reconnect a QoS 1 re-send with room overtakes a QoS 2 one waiting for the QoS 2 window",
     file: "core/_outgoing.ts",
-    find: "      if (!deferring && this.#hasRoom(r.qos) && this.#ctx.writable()) {",
-    replace: "      if (this.#hasRoom(r.qos) && this.#ctx.writable()) {",
+    find: "      r.dup = true;\n      this.#resends.push(r);",
+    replace:
+      "      r.dup = true;\n      if (this.#hasRoom(r.qos) && this.#ctx.writable()) this.#resendOne(r, this.#ctx.config.protocolVersion, now, out);\n      else this.#resends.push(r);",
   },
   {
     name: "failover-stuck",
