@@ -16,6 +16,7 @@ import {
   type Pending,
 } from "../core/actions.ts";
 import { MQTTError } from "../errors.ts";
+import type { Packet } from "../codec/packets.ts";
 import type { Clock, TimerHandle } from "../core/clock.ts";
 import { type OutgoingPublish, Request } from "../core/records.ts";
 import { MqttState, type SessionConfig, type StateSnapshot, UP } from "../core/state.ts";
@@ -29,6 +30,8 @@ import type { SessionStore } from "../store/store.ts";
 export interface EngineProbe {
   /** Called after each event's actions were applied. */
   afterEvent(engine: Engine): void;
+  /** Called with each packet the state is about to handle, and its connection. */
+  packet?(conn: Connection, packet: Packet): void;
 }
 
 /** Settings of an {@linkcode Engine}. */
@@ -125,6 +128,7 @@ export class Engine {
     const proto: MQTTProto = new MQTTProto(conn, {
       onPacket: (packet) => {
         if (proto !== this.#proto) return;
+        this.#probe?.packet?.(conn, packet);
         const out = this.#actions();
         this.state.onPacket(packet, this.#clock.now(), out);
         this.#apply(out);

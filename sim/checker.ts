@@ -360,6 +360,19 @@ export class Checker {
           }
         }
         break;
+    }
+  }
+
+  /**
+   * The client's state is about to handle `packet`, read on connection `id`.
+   * Acknowledgements count from here, not from the read: bytes read in one
+   * chunk after the connection failed are never handled, and the client
+   * rightly re-sends what they acknowledged.
+   */
+  processed(id: number, packet: Packet): void {
+    const s = this.#conns.get(id);
+    if (s === undefined) return;
+    switch (packet.cmd) {
       case "puback":
       case "pubrec": {
         const tag = s.ids.get(packet.messageId);

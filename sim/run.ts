@@ -18,7 +18,7 @@ import { SimStore } from "./store.ts";
 import type { NetInterface } from "../wifi.ts";
 import { SimBroker } from "./broker_host.ts";
 import { Checker, tagOf } from "./checker.ts";
-import { SimNetwork } from "./network.ts";
+import { type SimConnection, SimNetwork } from "./network.ts";
 import { Rng } from "./rng.ts";
 import type { Schedule, Step } from "./schedule.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -271,6 +271,7 @@ class Run {
           this.engine = engine;
           this.checker.afterEvent(engine);
         },
+        packet: (conn, packet) => this.checker.processed((conn as SimConnection).id, packet),
       },
       supervisorProbe: {
         dialing: (endpoint) => this.checker.dialing(endpoint.host),
