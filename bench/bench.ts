@@ -132,7 +132,8 @@ for (const scenario of scenarios) {
   out.push(
     "",
     `### ${scenario.title} (N = ${nFor(scenario).toLocaleString("en-US")}; broker ${config}, ` +
-      `RTT ${rtt}${link === "–" ? "" : `, ${link}`})`,
+      `RTT ${rtt}${link === "–" ? "" : `, ${link}`}` +
+      `${scenario.warmup ? `; timed after ${fmt(scenario.warmup)} untimed` : ""})`,
     "",
     "| client | msgs/s | MB/s | CPU µs/msg | broker busy | idle RSS MB | peak RSS MB | RSS growth MB |" +
       `${replay ? " reconnect ms |" : ""}${store ? " fsyncs / 1000 msgs |" : ""}` +
@@ -284,6 +285,16 @@ function targets(): string[] {
   check("QoS 1 stream 100 B, loopback, vs raw", "stream-100B", RAW, 0.8);
   check("QoS 1 stream 100 B, loopback, vs MQTT.js (Node)", "stream-100B", REF, 1.6);
   cpuAtMost("client CPU per QoS 1 streamed message", "stream-100B", 8);
+  const cold = get("stream-100B-cold", "ours");
+  const coldRaw = get("stream-100B-cold", RAW);
+  if (cold && coldRaw) {
+    info(
+      `QoS 1 stream 100 B, loopback, first burst of a fresh process: ` +
+        `${(cold.msgsPerSec / coldRaw.msgsPerSec).toFixed(2)}× raw, ${
+          cold.cpuUsPerMsg.toFixed(1)
+        } µs/msg`,
+    );
+  }
   cpuAtMost("client CPU per QoS 0 message", "qos0-100B", 1.5);
   for (const [qos, cpu] of [[0, 6], [1, 10]] as const) {
     for (const client of ["ours", "ours-iter"]) {

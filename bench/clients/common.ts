@@ -31,6 +31,8 @@ export interface ClientConfig {
   group?: number;
   /** Our client only, "inbound": count in `onMessage` ("handler", default) or a `messages()` loop ("iter"). */
   mode?: "handler" | "iter";
+  /** "stream": messages to stream to `${topic}/warmup` before reporting ready, untimed. */
+  warmup?: number;
 }
 
 /** The parsed JSON config from the first argument. */

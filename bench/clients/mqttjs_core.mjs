@@ -79,6 +79,9 @@ export async function run(mqtt, cfg) {
     });
   });
   if (cfg.kind === "inbound") await client.subscribeAsync(cfg.topic, { qos: cfg.qos ?? 0 });
+  if (cfg.kind === "stream" && cfg.warmup) {
+    await publishAll(client, `${cfg.topic}/warmup`, payload, cfg.warmup, cfg.qos === 2 ? 2 : 1);
+  }
   const idleRssKb = statusKb("VmRSS");
   emit({ type: "ready", idleRssKb });
   await waitFor("go");

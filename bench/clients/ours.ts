@@ -37,6 +37,27 @@ const client = new MQTTClient({
 });
 await client.connect();
 
+/** Streams `n` messages as the "stream" scenario does: each call awaited, the last one sync. */
+async function stream(topic: string, n: number, qos: 1 | 2): Promise<void> {
+  const group = cfg.group ?? 1;
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < n - 1; i++) {
+    const call = client.publish(topic, payload, { qos, sync: false });
+    if (group === 1) {
+      await call;
+    } else if (pending.push(call) >= group) {
+      // At most `group` calls outstanding: wait for the oldest (each resolved
+      // call is durable and windowed; they resolve in order).
+      await pending[pending.length - group];
+      if (pending.length >= 4 * group) pending.splice(0, pending.length - group);
+    }
+  }
+  await Promise.all(pending);
+  await client.publish(topic, payload, { qos, sync: true });
+}
+const streamQos = cfg.qos === 2 ? 2 : 1;
+if (cfg.kind === "stream" && cfg.warmup) await stream(`${cfg.topic}/warmup`, cfg.warmup, streamQos);
+
 let iterate: (() => Promise<void>) | undefined;
 if (cfg.kind === "inbound") {
   if (!inboundHandler) {
@@ -76,23 +97,8 @@ await measure(async () => {
       return { t0, t1: epochMs() };
     }
     case "stream": {
-      const qos = cfg.qos === 2 ? 2 : 1;
       const t0 = epochMs();
-      const group = cfg.group ?? 1;
-      const pending: Promise<void>[] = [];
-      for (let i = 0; i < n - 1; i++) {
-        const call = client.publish(topic, payload, { qos, sync: false });
-        if (group === 1) {
-          await call;
-        } else if (pending.push(call) >= group) {
-          // At most `group` calls outstanding: wait for the oldest (each resolved
-          // call is durable and windowed; they resolve in order).
-          await pending[pending.length - group];
-          if (pending.length >= 4 * group) pending.splice(0, pending.length - group);
-        }
-      }
-      await Promise.all(pending);
-      await client.publish(topic, payload, { qos, sync: true });
+      await stream(topic, n, streamQos);
       const t1 = epochMs();
       return { t0, t1, extra: store ? { store: { ...store.stats } } : undefined };
     }

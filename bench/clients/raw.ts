@@ -25,8 +25,8 @@ const payload = new Uint8Array(cfg.size).fill(0x78);
 const BATCH_BYTES = 256 * 1024;
 const MAX_OUTSTANDING = 60_000; // packet ids are 16-bit: never reuse one still in flight
 
-/** All n frames, concatenated into batches of about BATCH_BYTES. */
-function encodeBatches(): { bytes: Uint8Array; count: number }[] {
+/** `count` frames to `to`, concatenated into batches of about BATCH_BYTES. */
+function encodeBatches(count = n, to = topic): { bytes: Uint8Array; count: number }[] {
   const batches: { bytes: Uint8Array; count: number }[] = [];
   let frames: Uint8Array[] = [];
   let size = 0;
@@ -41,8 +41,8 @@ function encodeBatches(): { bytes: Uint8Array; count: number }[] {
     frames = [];
     size = 0;
   };
-  for (let i = 0; i < n; i++) {
-    const f = publishFrame(topic, payload, qos, (i % 65_535) + 1);
+  for (let i = 0; i < count; i++) {
+    const f = publishFrame(to, payload, qos, (i % 65_535) + 1);
     frames.push(f);
     size += f.length;
     if (size >= BATCH_BYTES) close();
@@ -69,15 +69,19 @@ function ackCounter(conn: Deno.Conn) {
   return { until, ended, acked: () => acked };
 }
 
-async function streamAll(conn: Deno.Conn, batches: { bytes: Uint8Array; count: number }[]) {
-  const acks = ackCounter(conn);
+async function streamAll(
+  conn: Deno.Conn,
+  batches: { bytes: Uint8Array; count: number }[],
+  acks = ackCounter(conn),
+) {
+  const base = acks.acked();
   let sent = 0;
   for (const batch of batches) {
-    if (qos) await acks.until(sent + batch.count - MAX_OUTSTANDING);
+    if (qos) await acks.until(base + sent + batch.count - MAX_OUTSTANDING);
     await writeAll(conn, batch.bytes);
     sent += batch.count;
   }
-  if (qos) await acks.until(n);
+  if (qos) await acks.until(base + sent);
 }
 
 let conn = await mqttConnect(cfg.host, cfg.port, cfg.clientId);
@@ -118,6 +122,11 @@ async function subscribed(): Promise<() => Promise<{ t0: number; t1: number }>> 
   };
 }
 const inbound = cfg.kind === "inbound" ? await subscribed() : undefined;
+// One reader of PUBACKs for the warm-up and the timed stream.
+const streamAcks = cfg.kind === "stream" ? ackCounter(conn) : undefined;
+if (streamAcks && cfg.warmup) {
+  await streamAll(conn, encodeBatches(cfg.warmup, `${topic}/warmup`), streamAcks);
+}
 
 await measure(async () => {
   if (inbound) return await inbound();
@@ -149,7 +158,7 @@ await measure(async () => {
     return { t0, t1: epochMs() };
   }
   const t0 = epochMs();
-  await streamAll(conn, batches);
+  await streamAll(conn, batches, streamAcks);
   return { t0, t1: epochMs() };
 });
 try {
