@@ -33,7 +33,8 @@ export interface PublishOptions {
    * QoS 1/2 only. `true` (default): resolve when the broker's last
    * acknowledgement arrives (PUBACK, or PUBCOMP for QoS 2). `false`: resolve
    * once the PUBLISH is written (after its record is durable, with a store)
-   * and the in-flight window has room, so the next message overlaps the wait.
+   * and the in-flight window has room (once it filled: an eighth of it free),
+   * so the next message overlaps the wait.
    */
   sync?: boolean;
   /** MQTT 5 properties; a TypeError on a 3.1.1 client. */

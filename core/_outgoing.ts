@@ -441,10 +441,14 @@ export class Outgoing {
     if (this.#ctx.config.durable) out.storeOps.push({ op: "delete", id: record.id });
   }
 
-  /** Room in the window or a free id: answer streaming callers, accept waiting ones, write more. */
+  /**
+   * Room in the window or a free id: accept waiting calls; once the window
+   * is down to its refill level, answer streaming callers and write more.
+   */
   #roomAppeared(now: number, out: Actions): void {
+    const refill = this.#flight.size <= this.#window.refillLevel;
     const waiters = this.#roomWaiters;
-    if (waiters.length > 0 && this.#flight.size < this.#window.size) {
+    if (refill && waiters.length > 0) {
       this.#roomWaiters = [];
       for (const record of waiters) {
         if (record.settled) continue;
@@ -455,7 +459,7 @@ export class Outgoing {
     while (this.#unaccepted.length > 0 && this.#accept(this.#unaccepted.peek()!, out)) {
       this.#unaccepted.shift();
     }
-    this.pump(now, out);
+    if (refill) this.pump(now, out);
   }
 
   // ---- deadlines and the end ------------------------------------------------------
