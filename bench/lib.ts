@@ -60,13 +60,18 @@ export interface Scenario {
 /** The clients of a scenario that names none. */
 export const DEFAULT_CLIENTS = ["ours", "mqttjs-deno", "mqttjs-node", "raw"];
 const INBOUND_CLIENTS = ["ours", "ours-iter", "mqttjs-node", "raw"];
+/** The scenarios the issue quoted paho-mqtt's figures for run it too, when it is installed. */
+const WITH_PAHO = [...DEFAULT_CLIENTS, "paho"];
 /** Untimed messages before the loopback streams (see {@linkcode Scenario.warmup}). */
 const WARMUP = 20_000;
 
 export const SCENARIOS: Scenario[] = [
   s("qos0-100B", "QoS 0, 100 B, end to end", "qos0", 100, 200_000, 20_000, { qos: 0 }),
   s("sync-100B", "QoS 1 sync, 100 B", "sync", 100, 20_000, 2_000),
-  s("stream-100B", "QoS 1 stream, 100 B", "stream", 100, 50_000, 5_000, { warmup: WARMUP }),
+  s("stream-100B", "QoS 1 stream, 100 B", "stream", 100, 50_000, 5_000, {
+    warmup: WARMUP,
+    clients: WITH_PAHO,
+  }),
   s("stream-1400B", "QoS 1 stream, 1 400 B", "stream", 1400, 50_000, 5_000, { warmup: WARMUP }),
   s("stream-2800B", "QoS 1 stream, 2 800 B", "stream", 2800, 50_000, 5_000, { warmup: WARMUP }),
   // The first burst of a fresh process, JIT and all.
@@ -80,9 +85,11 @@ export const SCENARIOS: Scenario[] = [
   }),
   s("stream-100B-rtt20", "QoS 1 stream, 100 B, 20 ms RTT", "stream", 100, 20_000, 1_000, {
     delayMs: 10,
+    clients: WITH_PAHO,
   }),
   s("stream-100B-rtt100", "QoS 1 stream, 100 B, 100 ms RTT", "stream", 100, 20_000, 1_000, {
     delayMs: 50,
+    clients: WITH_PAHO,
   }),
   s(
     "stream-100B-rtt20-10mbit",
@@ -95,6 +102,7 @@ export const SCENARIOS: Scenario[] = [
   ),
   s("replay-2000-rtt20", "Replay after outage, 20 ms RTT", "replay", 100, 2_000, 500, {
     delayMs: 10,
+    clients: WITH_PAHO,
   }),
   s("inbound-qos0", "Inbound QoS 0, 100 B", "inbound", 100, 200_000, 20_000, {
     qos: 0,
@@ -209,7 +217,29 @@ export const CLIENTS: ClientSpec[] = [
     command: (cfg) => ["node", [`${HERE}clients/mqttjs.mjs`, cfg]],
   },
   { id: "raw", title: "raw limit (Deno)", command: deno("raw.ts") },
+  {
+    id: "paho",
+    title: "paho-mqtt 1.6 (Python)",
+    command: (cfg) => [PYTHON, [`${HERE}clients/paho_client.py`, cfg]],
+  },
 ];
+
+/** Debian's Python, where `apt-get install python3-paho-mqtt` puts paho-mqtt. */
+const PYTHON = "/usr/bin/python3";
+
+/** Whether paho-mqtt can be imported (the "paho" client runs only then). */
+export async function hasPaho(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(PYTHON, {
+      args: ["-c", "import paho.mqtt.client"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
 
 /** Installs MQTT.js for Node into bench/node when it is missing. */
 export async function ensureNodeMqtt(): Promise<void> {
