@@ -32,8 +32,9 @@
  * allowance kept it at 64. Side by side on loopback (warm processes, 5
  * rounds, against the raw pipelined writer): allowance 1 ms, one slot at a
  * time, 0.83x at 8.2 us CPU per message; 5 ms and an eighth, 1.05x at 3.0
- * us, with ceilings of 256 / 512 / 1 024 in flight giving 0.83x / 0.96x /
- * 1.05x.
+ * us, with ceilings of 256 / 512 / 1 024 in flight giving 0.80-0.83x /
+ * 0.91-0.96x / 1.03-1.05x in two sweeps. What keeps the broker busy waits
+ * at the broker: the README's table has the queue for each ceiling.
  *
  * A connection starts at {@linkcode INITIAL_WINDOW}, or at
  * {@linkcode START_PER_MS} per ms of its CONNECT round trip if that is more
