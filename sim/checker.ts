@@ -402,12 +402,21 @@ export class Checker {
     }
   }
 
-  /** Checks that blackholed connections were given up in time (call at or after the bound). */
-  checkDeadLinks(): void {
+  /**
+   * Checks that blackholed connections were given up in time (call at or
+   * after the bound). The bound runs from the blackhole, or from when the
+   * client took up reading again if it was not reading then (a client behind
+   * on its deliveries stops reading, and cannot hear the broker until it
+   * reads). Returns when to look again for a connection whose bound moved
+   * past now, if any.
+   */
+  checkDeadLinks(): number | undefined {
     const bound = this.config.keepaliveMs + this.config.responseTimeMs;
+    let again: number | undefined;
     for (const s of this.#conns.values()) {
       if (s.deadSince === undefined || s.conn.clientClosed) continue;
-      const waited = this.now() - s.deadSince;
+      const from = Math.max(s.deadSince, s.conn.readResumedAt);
+      const waited = this.now() - from;
       // With keepalive 0 and nothing outstanding, nothing can tell a dead link from a quiet one.
       if (this.config.keepaliveMs > 0 && waited > bound + 1) {
         this.fail(
@@ -415,8 +424,11 @@ export class Checker {
           `connection ${s.conn.id} dead for ${waited.toFixed(0)} ms (bound ${bound} ms)`,
         );
         s.deadSince = undefined;
+      } else if (from > s.deadSince) {
+        again = Math.min(again ?? Infinity, from + bound + 2);
       }
     }
+    return again;
   }
 
   // ---- the engine, the supervisor --------------------------------------------------------

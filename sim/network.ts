@@ -191,6 +191,14 @@ export class SimConnection implements Connection {
   #reset: Error | undefined;
   #clientClosed = false;
   #brokerClosed = false;
+  /** When the client last got a chunk: virtual time passing before its next read() is a pause. */
+  #lastChunkAt = 0;
+  /**
+   * When the client last took up reading after a pause (it stops reading while
+   * the application is behind: the broker's TCP window then fills); 0 if never
+   * paused. Nothing the broker sends can be heard while the client does not read.
+   */
+  readResumedAt = 0;
   /** Broker side: bytes from the client. */
   onBrokerData: (chunk: Uint8Array) => void = () => {};
   /** Broker side: the client's side ended (FIN or reset). */
@@ -237,8 +245,12 @@ export class SimConnection implements Connection {
   // ---- the client's side (Connection) --------------------------------------------------
 
   read(): Promise<Uint8Array | null> {
+    const now = this.net.sched.now;
+    // A chunk's handling takes no virtual time: a later read() comes after a pause.
+    if (now > this.#lastChunkAt) this.readResumedAt = now;
     if (this.#inbound.length > 0) {
       const chunk = this.#inbound.shift()!;
+      this.#lastChunkAt = now;
       this.taps.clientRead?.(this, chunk); // what the client actually read, when it read it
       return Promise.resolve(chunk);
     }
@@ -285,6 +297,7 @@ export class SimConnection implements Connection {
     const reader = this.#reader;
     if (reader) {
       this.#reader = undefined;
+      this.#lastChunkAt = this.net.sched.now;
       this.taps.clientRead?.(this, chunk);
       reader.resolve(chunk);
     } else {

@@ -613,7 +613,11 @@ class Run {
 
   #checkDeadLinksLater(): void {
     const bound = this.schedule.client.keepalive * 1000 + this.schedule.client.responseTime * 1000;
-    this.sched.after(bound + 2, () => this.checker.checkDeadLinks(), "workload");
+    const check = () => {
+      const again = this.checker.checkDeadLinks();
+      if (again !== undefined) this.sched.at(again, check, "workload");
+    };
+    this.sched.after(bound + 2, check, "workload");
   }
 
   /** The client process ends (gracefully, or killed) and a new one starts with the same store. */
