@@ -14,6 +14,12 @@
 export const ACK_PAUSE_MS = 1;
 /** Silences longer than this are left to the TCP stack's delayed ACK (40 ms on Linux), ms. */
 export const MAX_ACK_PAUSE_MS = 32;
+/**
+ * Acknowledgements due, with the sender idle, that make a burst's end (see
+ * {@linkcode Liveness.nudgeAt}). Fewer in flight is a producer slower than
+ * the round trip, whose next publish carries the ACK.
+ */
+export const BURST_END_DUE = 64;
 
 /** Keepalive and response timing of one connection at a time. */
 export class Liveness {
@@ -129,14 +135,32 @@ export class Liveness {
    * doubles it (a slow broker is not pinged in a loop); past
    * {@linkcode MAX_ACK_PAUSE_MS} the broker's wait for our delayed ACK is no
    * longer than ours would be, so there is no nudge.
+   *
+   * A burst's end is the exception: with the sender idle (`senderIdle`), at
+   * least {@linkcode BURST_END_DUE} acknowledgements due and acknowledgements
+   * since the last PINGREQ, it is due once we have been silent for half the
+   * smallest round trip (at least {@linkcode ACK_PAUSE_MS}). No publish will
+   * carry our ACK then, and a 2 000-message replay at 20 ms waited 43 ms for
+   * its last 606 PUBACKs until the delayed ACK let them out. A producer that
+   * writes more often than that is never silent that long.
    */
-  nudgeAt(outstanding: number, windowFull: boolean, minRtt: number): number {
+  nudgeAt(
+    outstanding: number,
+    windowFull: boolean,
+    minRtt: number,
+    senderIdle = false,
+  ): number {
     if (!this.up || outstanding === 0 || !this.#heardSinceWrite) return Infinity;
     const roundTrips = minRtt === Infinity ? 0 : 2 * minRtt;
     const patient = roundTrips > ACK_PAUSE_MS ? roundTrips : ACK_PAUSE_MS;
     const first = windowFull && this.pingSentAt === Infinity ? 0 : patient;
     const pings = this.#pingsSinceAck;
     const pause = pings === 0 ? first : patient * 2 ** pings;
-    return pause > MAX_ACK_PAUSE_MS ? Infinity : this.lastReceivedAt + pause;
+    const at = pause > MAX_ACK_PAUSE_MS ? Infinity : this.lastReceivedAt + pause;
+    if (!senderIdle || outstanding < BURST_END_DUE || pings > 0) return at;
+    const quiet = roundTrips / 4 > ACK_PAUSE_MS ? roundTrips / 4 : ACK_PAUSE_MS;
+    const silent = this.lastSentAt + quiet;
+    const burstEnd = silent > this.lastReceivedAt ? silent : this.lastReceivedAt;
+    return burstEnd < at ? burstEnd : at;
   }
 }

@@ -65,6 +65,11 @@ export class Outgoing {
     return this.#queue.length + this.#unaccepted.length + this.#resends.length;
   }
 
+  /** Nothing to write and no streaming caller waiting for room: the sender is idle. */
+  get idle(): boolean {
+    return this.queued === 0 && this.#roomWaiters.length === 0;
+  }
+
   // ---- calls ---------------------------------------------------------------
 
   /** A publish call: accept it (id, store record) and write it if it may go now. */

@@ -585,6 +585,7 @@ export class MqttState implements Context {
       outgoing.inflight,
       outgoing.inflight >= window.size,
       window.minRtt,
+      outgoing.idle,
     );
   }
 

@@ -435,6 +435,55 @@ Deno.test("room in the window: the silence must exceed two round trips before a 
   assert.equal(rig.out.deadline, 12 + 20);
 });
 
+/** A rig connected over a 20 ms round trip: its first window is 1 280. */
+function twentyMsRig(): Rig {
+  const rig = new Rig();
+  rig.event((out, now) => rig.state.onConnecting(now, out));
+  rig.now = 20;
+  rig.packet({ cmd: "connack", sessionPresent: false, returnCode: 0 });
+  return rig;
+}
+
+Deno.test("a burst's end on a 20 ms link: silent half a round trip with 100 due, a PINGREQ", () => {
+  const rig = twentyMsRig();
+  const first = rig.publish(1, false);
+  rig.now = 40;
+  rig.packet({ cmd: "puback", messageId: first.id }); // a 20 ms round trip
+  const burst = Array.from({ length: 101 }, () => rig.publish(1, false));
+  rig.now = 60;
+  rig.packet({ cmd: "puback", messageId: burst[0].id }); // 100 still due, nothing left to write
+  // Without the burst rule: two round trips (40 ms) exceed MAX_ACK_PAUSE_MS, so no nudge at all.
+  assert.equal(rig.out.deadline, 60, "silent since 40 ms, more than half a round trip: at once");
+  assert.deepEqual(rig.timer(60).map((p) => p.cmd), ["pingreq"]);
+  rig.now = 61;
+  rig.packet({ cmd: "puback", messageId: burst[1].id });
+  assert.equal(rig.out.deadline, 70, "after that PINGREQ: 10 ms of silence again");
+});
+
+Deno.test("a paced producer with a burst's worth due is not nudged between its publishes", () => {
+  const rig = twentyMsRig();
+  const first = rig.publish(1, false);
+  rig.now = 40;
+  rig.packet({ cmd: "puback", messageId: first.id });
+  // One publish every 0.25 ms, each PUBACK 20 ms later: 80 due at a time, never silent for 10 ms.
+  const sent: OutgoingPublish[] = [];
+  let acked = 0;
+  for (let step = 0; step < 400; step++) {
+    rig.now = 40 + step * 0.25;
+    if (sent.length > 0 && rig.now >= sent[acked].sentAt + 20) {
+      rig.packet({ cmd: "puback", messageId: sent[acked++].id });
+      assert.ok(rig.state.inflight >= 64, `${rig.state.inflight} due`);
+      assert.ok(rig.out.deadline > rig.now, `nudge due at ${rig.out.deadline}, now ${rig.now}`);
+    }
+    sent.push(rig.publish(1, false));
+  }
+  // The producer stops: 10 ms after its last publish, with a burst's worth due, the nudge is due.
+  const last = rig.now;
+  rig.now += 0.25;
+  rig.packet({ cmd: "puback", messageId: sent[acked].id });
+  assert.equal(rig.out.deadline, last + 10);
+});
+
 Deno.test("no nudge when nothing is due or we wrote last", () => {
   const rig = new Rig({ keepalive: 60 });
   rig.connect();
