@@ -76,6 +76,8 @@ export class Engine {
   #live = false; // #proto is past its CONNACK
   #handshake: ((outcome: HandshakeOutcome) => void) | undefined;
   #idleWaiter: (() => void) | undefined; // disconnect() waiting for the polite end
+  /** The polite end under way: everything queued, DISCONNECT last, then close. */
+  #ending: Promise<void> | undefined;
   #stopped = false;
 
   #timer: TimerHandle | undefined;
@@ -223,6 +225,11 @@ export class Engine {
     while (!this.state.disconnected && this.#proto !== undefined) {
       await new Promise<void>((resolve) => this.#idleWaiter = resolve);
     }
+    // The DISCONNECT is queued behind everything written before it, QoS 0
+    // publishes whose callers were already answered among them: the polite
+    // end writes it all (within responseTime) before stop() closes the socket.
+    // Closing at once lost the tail of a QoS 0 burst, and then the DISCONNECT.
+    await this.#ending;
   }
 
   #wakeIdle(): void {
@@ -395,7 +402,7 @@ export class Engine {
     // A broker that stopped reading must not hold the end forever.
     const limit = this.state.config.responseTimeMs;
     const timer = this.#clock.setTimer(() => proto.close(), limit);
-    proto.end().then(() => this.#clock.clearTimer(timer));
+    this.#ending = proto.end().then(() => this.#clock.clearTimer(timer));
   }
 
   // ---- the one timer ----------------------------------------------------------------

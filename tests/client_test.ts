@@ -20,6 +20,7 @@ import {
   SubscriptionRefusedError,
 } from "../mod.ts";
 import type { Message } from "../mod.ts";
+import { dial } from "../transport/tcp.ts";
 
 Deno.test("connect sends clientId, keepalive, credentials and will, and resolves on CONNACK 0", async () => {
   await using broker = await FakeBroker.start();
@@ -51,6 +52,36 @@ Deno.test("connect sends clientId, keepalive, credentials and will, and resolves
   assert.equal(client.isConnected(), false);
   await within(conn.closed, 2000, "the client to close the socket");
   assert.ok(!client.log.some((line) => line.includes("secret-pw")), "password never logged");
+});
+
+Deno.test("disconnect() writes every QoS 0 publish it answered, then DISCONNECT, before it closes", async () => {
+  await using broker = await FakeBroker.start();
+  // A socket that takes 20 ms per write: answered QoS 0 publishes wait in the write queue.
+  const client = quickClient(broker, {
+    dial: async (options) => {
+      const conn = await dial(options);
+      return {
+        read: (buffer) => conn.read(buffer),
+        write: async (bytes) => {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          return await conn.write(bytes);
+        },
+        close: () => conn.close(),
+      };
+    },
+  });
+  const connected = client.connect();
+  const conn = await broker.accept();
+  await conn.handshake();
+  await within(connected, 2000, "connect()");
+  conn.autoPingresp();
+  const payload = new Uint8Array(1000);
+  for (let i = 0; i < 500; i++) await client.publish("burst", payload, { qos: 0 });
+  await within(client.disconnect(), 3000, "disconnect()");
+  await within(conn.closed, 2000, "the client to close the socket");
+  const fromClient = conn.frames.filter((f) => f.direction === "toBroker");
+  assert.equal(fromClient.filter((f) => f.packet?.cmd === "publish").length, 500);
+  assert.equal(fromClient.at(-1)?.packet?.cmd, "disconnect", "DISCONNECT last");
 });
 
 Deno.test("clean: true connects with CleanSession=1, disconnects, then keeps a CleanSession=0 session", async () => {
