@@ -158,7 +158,8 @@ export class Liveness {
     const pause = pings === 0 ? first : patient * 2 ** pings;
     const at = pause > MAX_ACK_PAUSE_MS ? Infinity : this.lastReceivedAt + pause;
     if (!senderIdle || outstanding < BURST_END_DUE || pings > 0) return at;
-    const quiet = roundTrips / 4 > ACK_PAUSE_MS ? roundTrips / 4 : ACK_PAUSE_MS;
+    const halfRtt = roundTrips / 4;
+    const quiet = halfRtt > ACK_PAUSE_MS ? halfRtt : ACK_PAUSE_MS;
     const silent = this.lastSentAt + quiet;
     const burstEnd = silent > this.lastReceivedAt ? silent : this.lastReceivedAt;
     return burstEnd < at ? burstEnd : at;
