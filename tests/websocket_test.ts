@@ -649,14 +649,19 @@ brokerTest("ws: a cut mid-stream of QoS 1 messages loses none; order kept", asyn
     await sub.subscribe("ws/cut/#", 1);
     const pub = wsClient(bridge.url(), clients, { clientId: "ws-cut-pub", maxInflight: 20 });
     await within(pub.connect(), 5000, "connect() of the publisher");
+    const cutDone = deferred();
     const publishing = (async () => {
       for (let i = 0; i < N; i++) {
+        // The second half goes after the cut: the publisher's link is cut mid-stream too,
+        // however fast the first half went.
+        if (i === N / 2) await cutDone.promise;
         await pub.publish("ws/cut/x", `m${i}`, { qos: 1, sync: i === N - 1 });
       }
     })();
     await within(cutAt.promise, 10_000, "the first 100 messages");
     const sessionsBefore = bridge.stats.sessions;
     bridge.cutAll();
+    cutDone.resolve();
     await within(publishing, 20_000, "every publish acknowledged");
     await box.watch.until(
       () => new Set(box.got).size >= N,
